@@ -1,0 +1,46 @@
+# SynShot: one entry point per job. Every target that needs the environment runs `setup` first.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export DRJIT_LIBLLVM_PATH ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libLLVM.so.19*) $(wildcard /usr/lib/*/libLLVM.so.19*))
+export PYTHONPATH := $(CURDIR)
+
+SETUP_STAMP := $(VENV)/.setup-done
+APT_PACKAGES := slurmctld slurmd slurm-client munge libllvm19 curl
+
+.PHONY: setup apt test test-fast demo data bench clean help
+
+help:
+	@grep -E '^## ' Makefile | sed 's/^## //'
+
+## setup        create .venv and install the pinned stack (+ Debian packages when root)
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): requirements.txt requirements-dev.txt constraints.txt
+	@$(MAKE) --no-print-directory apt
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+apt:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then echo "apt: installing $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
+	else echo "apt: not root; make sure these Debian packages are installed: $(APT_PACKAGES)"; fi
+
+## test         run the test suite (all but GPU-only tests)
+test: setup
+	$(PYTHON) -m pytest -q tests
+
+## test-fast    unit tests only (skips tests marked slow or slurm)
+test-fast: setup
+	$(PYTHON) -m pytest -q -m "not slow and not slurm" tests
+
+clean:
+	rm -rf runs results .cache .pytest_cache
