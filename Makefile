@@ -44,3 +44,9 @@ test-fast: setup
 
 clean:
 	rm -rf runs results .cache .pytest_cache
+
+## bench        run the benchmarks -> results/bench.json and a table
+bench: setup
+	$(PYTHON) -m synshot.bench
+
+# ---- targets added by each area below (keep each area's targets together) ----
