@@ -1,0 +1,100 @@
+"""Bin projected Gaussians into image tiles and group tiles into memory-bounded chunks.
+
+Each (Gaussian, tile) overlap of the opacity-aware bounding box becomes one intersection; the
+intersections are sorted by (camera tile, depth) with one int64 sort. Tiles are then ordered by
+their list length and cut into chunks whose padded size ``tiles x K_max x tile_size^2`` stays under
+``max_pairs``: similar lengths share a chunk, so padding wastes little work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+DEFAULT_MAX_PAIRS = 1 << 22  # Gaussian-pixel pairs per chunk: ~16 MB per float32 temporary
+
+
+@dataclass
+class Chunk:
+    tiles: Tensor  # (T,) global tile ids (camera * tiles_per_image + ty * tiles_x + tx)
+    idx: Tensor  # (T, K) row into the projected arrays, front to back; padding = sentinel M
+    k_used: int = -1  # set by the forward pass: list positions any pixel of the chunk still used
+
+
+@dataclass
+class TilePlan:
+    num_cameras: int
+    tiles_x: int
+    tiles_y: int
+    tile_size: int
+    num_rows: int  # M, the sentinel row index
+    chunks: list[Chunk]
+
+    @property
+    def num_tiles(self) -> int:
+        return self.num_cameras * self.tiles_x * self.tiles_y
+
+
+def build_plan(
+    means2d: Tensor,
+    radii: Tensor,
+    depths: Tensor,
+    cam: Tensor,
+    num_cameras: int,
+    width: int,
+    height: int,
+    tile_size: int,
+    max_pairs: int = DEFAULT_MAX_PAIRS,
+) -> TilePlan:
+    """Front-to-back per-tile Gaussian lists, padded per chunk (no autograd)."""
+    dev = means2d.device
+    tx_n = (width + tile_size - 1) // tile_size
+    ty_n = (height + tile_size - 1) // tile_size
+    M = means2d.shape[0]
+    plan = TilePlan(num_cameras, tx_n, ty_n, tile_size, M, [])
+    if M == 0:
+        return plan
+    with torch.no_grad():
+        m = means2d.detach() / tile_size
+        r = radii.to(m.dtype) / tile_size
+        x0 = torch.floor(m[:, 0] - r[:, 0]).clamp(0, tx_n).long()
+        x1 = torch.ceil(m[:, 0] + r[:, 0]).clamp(0, tx_n).long()
+        y0 = torch.floor(m[:, 1] - r[:, 1]).clamp(0, ty_n).long()
+        y1 = torch.ceil(m[:, 1] + r[:, 1]).clamp(0, ty_n).long()
+        nx = x1 - x0
+        cnt = nx * (y1 - y0)
+        total = int(cnt.sum())
+        if total == 0:
+            return plan
+        row = torch.repeat_interleave(torch.arange(M, device=dev), cnt)
+        start = torch.cumsum(cnt, 0) - cnt
+        local = torch.arange(total, device=dev) - start[row]
+        nxr = nx[row]
+        tile = cam[row] * (tx_n * ty_n) + (y0[row] + local // nxr) * tx_n + (x0[row] + local % nxr)
+        rank = torch.empty(M, dtype=torch.long, device=dev)
+        rank[torch.argsort(depths.detach())] = torch.arange(M, device=dev)
+        key = tile * M + rank[row]
+        key, order = torch.sort(key)
+        rows_sorted = row[order]
+        tiles_sorted = key // M
+        counts = torch.bincount(tiles_sorted, minlength=plan.num_tiles)
+        offsets = torch.cumsum(counts, 0) - counts
+        active = counts.nonzero(as_tuple=True)[0]
+        act_counts, o = torch.sort(counts[active], descending=True)
+        active = active[o]
+        pix = tile_size * tile_size
+        counts_l = act_counts.tolist()
+        i = 0
+        while i < len(counts_l):
+            k = counts_l[i]
+            n = max(1, max_pairs // (k * pix))
+            tiles = active[i : i + n]
+            tc = act_counts[i : i + n]
+            ar = torch.arange(k, device=dev)
+            pos = (offsets[tiles][:, None] + ar).clamp_max(total - 1)
+            idx = torch.where(ar < tc[:, None], rows_sorted[pos], torch.full_like(pos, M))
+            plan.chunks.append(Chunk(tiles, idx))
+            i += n
+    return plan
