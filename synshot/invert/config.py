@@ -1,0 +1,98 @@
+"""Typed configuration of the few-shot inversion (pivotal tuning), loaded from configs/invert/*.yaml.
+
+Why a config class: step counts, learning rates and loss weights are the knobs the paper leaves
+open (paper-notes §7.11); they must be visible, overridable from the CLI and stored with every avatar.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from synshot.config import ConfigBase
+
+TUNABLE_MODULES = ("D_feat", "R_color", "R_gauss", "D_id", "D_expr")
+
+
+class Stage1Config(ConfigBase):
+    """Pivot search: only the weights of E_id are optimised."""
+
+    steps: int = Field(300, ge=0)
+    lr: float = Field(1e-4, ge=0)
+
+
+class Stage2Config(ConfigBase):
+    """Pivotal tuning: z_id frozen, the listed modules tuned around it."""
+
+    steps: int = Field(300, ge=0)
+    lr: float = Field(1e-4, ge=0)
+    modules: list[Literal["D_feat", "R_color", "R_gauss", "D_id", "D_expr"]] = ["D_feat", "R_color", "R_gauss"]
+
+    @field_validator("modules")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"modules listed twice: {value}")
+        return value
+
+
+class LossWeights(ConfigBase):
+    """Inversion loss weights; a weight of 0 switches the term off (and skips its computation)."""
+
+    l1: float = Field(1.0, ge=0)
+    ssim: float = Field(0.2, ge=0)
+    lpips: float = Field(0.1, ge=0)
+    mask: float = Field(0.1, ge=0)  # L1 between rendered alpha and the foreground mask
+    id: float = Field(0.1, ge=0)  # ArcFace 1 - cos
+    arc_feat: float = Field(0.05, ge=0)  # ArcFace intermediate-layer L1
+    camera_reg: float = Field(1.0, ge=0)  # L2 on the se(3) corrections (keeps them small)
+    expression_reg: float = Field(0.1, ge=0)  # L2 on the expression deltas
+
+
+class RefineConfig(ConfigBase):
+    """Small corrections of noisy tracking, optimised during stage 1 only."""
+
+    cameras: bool = True
+    camera_lr: float = Field(1e-3, ge=0)
+    expressions: bool = False
+    expression_lr: float = Field(1e-2, ge=0)
+
+
+class SubjectConfig(ConfigBase):
+    """How subject folders are read (see docs/inversion.md for the format)."""
+
+    max_image_side: int = Field(8192, gt=0)  # larger images are refused (downscale them first)
+    min_head_visible: float = Field(0.5, ge=0, le=1)  # fraction of head vertices that must project inside
+    mask_threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class OutputConfig(ConfigBase):
+    turntable_frames: int = Field(36, ge=2)
+    turntable_fps: int = Field(12, gt=0)
+    turntable_degrees: float = Field(60.0, gt=0, le=180)  # sweep +-degrees around the frontal view
+    ply: bool = True
+    video: bool = True
+
+
+class InvertConfig(ConfigBase):
+    """Everything one inversion run needs besides the subject folder and the prior checkpoint."""
+
+    ckpt: str = "runs/train/export/prior.safetensors"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    image_size: int = Field(128, ge=16)  # long side of the images the inversion works on
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+    weights: LossWeights = LossWeights()
+    refine: RefineConfig = RefineConfig()
+    subject: SubjectConfig = SubjectConfig()
+    output: OutputConfig = OutputConfig()
+    lpips_backbone: str | None = None  # local torchvision AlexNet/VGG state dict; None = no LPIPS term
+    arcface_model: str | None = None  # ONNX ArcFace (insightface layout); None = no identity terms
+    texture_fill: Literal["mean_texture", "observed_mean"] = "mean_texture"
+    log_every: int = Field(10, gt=0)
+    tensorboard: bool = True
+    progress: bool = True
