@@ -1,0 +1,259 @@
+"""The training loop: batch -> task (model, render, loss) -> DeepSpeed backward/step, plus the
+bookkeeping around it (non-finite policy, stop signals, logging cadence, checkpoints, validation).
+
+The loop knows nothing about the prior: a *task* turns a batch into a loss (``StepOutput``), so the
+same loop is tested with a small module and runs the real prior (``train.task.PriorTask``).
+
+Non-finite policy: the loss is checked on every rank before backward and the verdict all-reduced,
+so all ranks skip together (no rank can hang in a collective). A skipped step does no backward and
+no optimizer/scheduler step, and module buffers (the VQ codebook EMA, updated in forward) are
+restored to their pre-step values, so it leaves no trace in the weights. With ``grad_accum > 1`` a
+non-finite micro-batch contributes a zero gradient and the window's step uses the others. After
+``max_nonfinite`` bad steps in a row the run aborts (:class:`NonFiniteLossError`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+import torch
+import torch.distributed as dist
+
+from train.checkpoint import CheckpointManager
+from train.engine import grad_norm
+from train.errors import EXIT_OK, EXIT_PREEMPTED, NonFiniteLossError
+from train.signals import StopRequest
+from train.state import capture_rng, restore_rng
+from train.tb import TBLogger, image_grid, memory_stats
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # scalar, differentiable
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # logged as loss/<name>
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # logged as-is (e.g. vq/perplexity_id)
+    images: tuple[torch.Tensor, torch.Tensor] | None = None  # (gt, render), each (V,3,H,W), first sample
+    num_samples: int = 0
+    num_images: int = 0  # rendered views
+
+
+class Task(Protocol):
+    def training_step(self, engine, batch: dict, want_images: bool) -> StepOutput: ...
+
+
+@dataclass
+class LoopSettings:
+    max_steps: int
+    grad_accum: int = 1
+    max_nonfinite: int = 10
+    ckpt_every: int = 500
+    log_every: int = 10
+    image_every: int = 200
+    image_views: int = 2
+    val_every: int = 500
+    progress: bool = False
+
+
+def _all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+    return t
+
+
+def _any_rank(flag: bool, device: str) -> bool:
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    return bool(_all_reduce(t, dist.ReduceOp.MAX).item() > 0)
+
+
+class Trainer:
+    """Runs steps ``start_step+1 .. max_steps``; ``run()`` returns an exit code (see train.errors)."""
+
+    def __init__(
+        self,
+        *,
+        engine,
+        task: Task,
+        loader: Iterable[dict],
+        settings: LoopSettings,
+        device: str,
+        rank: int,
+        world_size: int,
+        ckpt: CheckpointManager,
+        tb: TBLogger,
+        stop: StopRequest,
+        meta: dict[str, Any],
+        validate: Callable[[int], dict[str, Any]] | None = None,
+        start_step: int = 0,
+        nonfinite_total: int = 0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.engine, self.task, self.loader, self.s = engine, task, loader, settings
+        self.device, self.rank, self.world_size = device, rank, world_size
+        self.ckpt, self.tb, self.stop, self.meta, self.validate = ckpt, tb, stop, meta, validate
+        self.step = start_step
+        self.nonfinite_total = nonfinite_total
+        self.nonfinite_streak = 0
+        self.zero_stage = engine.zero_optimization_stage()
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True) if rank == 0 else None)
+        self.last_loss: float | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _snapshot_buffers(self) -> list[torch.Tensor]:
+        return [b.detach().clone() for b in self.engine.module.buffers()]
+
+    def _restore_buffers(self, snap: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for b, s in zip(self.engine.module.buffers(), snap):
+                b.copy_(s)
+
+    def _zero_loss(self) -> torch.Tensor:
+        """A finite zero loss touching every trainable parameter (keeps ZeRO's grad hooks in step)."""
+        return sum((p * 0).sum() for p in self.engine.module.parameters() if p.requires_grad)
+
+    def rank_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"rng": capture_rng(), "nonfinite_total": self.nonfinite_total}
+        if hasattr(self.loader, "state_dict"):
+            state["loader"] = self.loader.state_dict()
+        return state
+
+    def save(self) -> None:
+        path = self.ckpt.save(self.engine, self.step, self.rank_state(), self.meta)
+        self.log(f"[train] step {self.step}: checkpoint {path}")
+
+    def _next_batch(self, it):
+        try:
+            return next(it), it
+        except StopIteration:
+            it = iter(self.loader)  # a finite loader: start its next epoch
+            try:
+                return next(it), it
+            except StopIteration:
+                raise RuntimeError("the training loader yields no batches (empty split?)") from None
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> int:
+        s = self.s
+        bar = None
+        if s.progress and self.rank == 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=s.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        it = iter(self.loader)
+        win_start = time.perf_counter()
+        win_wait = 0.0
+        win_samples = win_images = 0
+        try:
+            while self.step < s.max_steps:
+                if _any_rank(self.stop.requested, self.device):
+                    self.save()
+                    self.log(f"[train] stopped by signal at step {self.step}; exit {EXIT_PREEMPTED} to requeue")
+                    return EXIT_PREEMPTED
+                next_step = self.step + 1
+                is_log = next_step % s.log_every == 0 or next_step == 1 or next_step == s.max_steps
+                want_images = next_step % s.image_every == 0
+                lr = self.engine.get_lr()[0]
+                gnorm: float | None = None
+                bad = False
+                out = None
+                terms_acc: dict[str, float] = {}
+                for micro in range(s.grad_accum):
+                    t0 = time.perf_counter()
+                    batch, it = self._next_batch(it)
+                    win_wait += time.perf_counter() - t0
+                    snap = self._snapshot_buffers()
+                    out = self.task.training_step(self.engine, batch, want_images and micro == 0)
+                    win_samples += out.num_samples
+                    win_images += out.num_images
+                    finite = bool(torch.isfinite(out.loss.detach()).all())
+                    if _any_rank(not finite, self.device):
+                        bad = True
+                        self._restore_buffers(snap)
+                        if s.grad_accum == 1:
+                            break  # skip: no backward, no optimizer step
+                        self.engine.backward(self._zero_loss())
+                        self.engine.step()
+                        continue
+                    for k, v in out.terms.items():
+                        terms_acc[k] = terms_acc.get(k, 0.0) + float(v.detach()) / s.grad_accum
+                    self.engine.backward(out.loss)
+                    if micro == s.grad_accum - 1 and self.zero_stage == 0 and is_log:
+                        gnorm = grad_norm(self.engine)
+                    self.engine.step()
+                self.step = next_step
+                if bad:
+                    self.nonfinite_total += 1
+                    self.nonfinite_streak += 1
+                    self.log(f"[train] step {self.step}: non-finite loss, step skipped "
+                             f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in total)")
+                    self.tb.scalars({"train/nonfinite_total": self.nonfinite_total,
+                                     "train/nonfinite_streak": self.nonfinite_streak}, self.step)
+                    if self.nonfinite_streak >= s.max_nonfinite:
+                        raise NonFiniteLossError(
+                            f"loss was NaN/inf for {self.nonfinite_streak} steps in a row (up to step {self.step}); "
+                            f"aborting. Lower optim.lr, check the data, or resume from the last checkpoint "
+                            f"in {self.ckpt.dir} (max_nonfinite_steps={s.max_nonfinite})"
+                        )
+                else:
+                    self.nonfinite_streak = 0
+                    self.last_loss = terms_acc.get("total", float(out.loss.detach()))
+                if is_log:
+                    if self.zero_stage != 0:
+                        gnorm = self.engine.get_global_grad_norm()
+                    elif bad:
+                        gnorm = None
+                    elapsed = max(time.perf_counter() - win_start, 1e-9)
+                    rates = torch.tensor([win_samples / elapsed, win_images / elapsed], dtype=torch.float64,
+                                         device=self.device)
+                    per_gpu = rates.tolist()
+                    total = _all_reduce(rates).tolist()
+                    scalars: dict[str, Any] = {f"loss/{k}": v for k, v in terms_acc.items()}
+                    scalars.update({
+                        "opt/lr": lr,
+                        "opt/grad_norm": gnorm if gnorm is not None and math.isfinite(gnorm) else None,
+                        "perf/samples_per_s_per_gpu": per_gpu[0], "perf/images_per_s_per_gpu": per_gpu[1],
+                        "perf/samples_per_s_total": total[0], "perf/images_per_s_total": total[1],
+                        "perf/data_wait_fraction": win_wait / elapsed,
+                        "train/nonfinite_total": self.nonfinite_total,
+                    })
+                    if out is not None and not bad:
+                        scalars.update({k: v for k, v in out.stats.items()})
+                    scalars.update(memory_stats(self.device))
+                    self.tb.scalars(scalars, self.step)
+                    win_start, win_wait, win_samples, win_images = time.perf_counter(), 0.0, 0, 0
+                if want_images and out is not None and out.images is not None and not bad:
+                    self.tb.image("images/train", image_grid(*out.images, s.image_views), self.step)
+                if bar is not None:
+                    bar.update(1)
+                    if self.last_loss is not None:
+                        bar.set_postfix(loss=f"{self.last_loss:.4f}")
+                if self.validate is not None and self.step % s.val_every == 0:
+                    self._validate()
+                if self.step % s.ckpt_every == 0 or self.step == s.max_steps:
+                    self.save()
+                    self.tb.flush()
+            return EXIT_OK
+        finally:
+            if bar is not None:
+                bar.close()
+            self.tb.flush()
+
+    def _validate(self) -> None:
+        """Validation must not perturb training: RNG streams are saved and restored around it."""
+        rng = capture_rng()
+        self.engine.module.eval()
+        try:
+            with torch.no_grad():
+                result = self.validate(self.step)
+        finally:
+            self.engine.module.train()
+            restore_rng(rng)
+        images = result.pop("images", None)
+        self.tb.scalars({f"val/{k}": v for k, v in result.items()}, self.step)
+        if images is not None:
+            self.tb.image("images/val", image_grid(*images, self.s.image_views), self.step)
+        if result:
+            self.log(f"[train] step {self.step}: validation " + " ".join(f"{k}={v:.4f}" for k, v in result.items()))
