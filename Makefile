@@ -10,7 +10,7 @@ export DRJIT_LIBLLVM_PATH ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/li
 export PYTHONPATH := $(CURDIR)
 
 SETUP_STAMP := $(VENV)/.setup-done
-APT_PACKAGES := slurmctld slurmd slurm-client munge libllvm19 curl
+APT_PACKAGES := slurmctld slurmd slurm-client munge slurmdbd mariadb-server libllvm19 curl
 
 .PHONY: setup apt test test-fast demo data bench clean help
 
@@ -50,3 +50,13 @@ bench: setup
 	$(PYTHON) -m synshot.bench
 
 # ---- targets added by each area below (keep each area's targets together) ----
+
+# ---- slurm launch (slurm/, docs/slurm.md) ----
+.PHONY: cluster-up cluster-down
+## cluster-up   start the local SLURM cluster (root; NODES=1|2, GPUS=n fake GPUs/node); then: export SLURM_CONF=.cache/slurm/etc/slurm.conf
+cluster-up:
+	SYNSHOT_SLURM_NODES=$(or $(NODES),2) SYNSHOT_SLURM_GPUS=$(or $(GPUS),4) bash slurm/cluster/up.sh
+
+## cluster-down stop the local SLURM cluster (cancels its jobs first; PURGE=1 also deletes its state)
+cluster-down:
+	bash slurm/cluster/down.sh $(if $(PURGE),--purge,)
