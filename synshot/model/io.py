@@ -1,0 +1,88 @@
+"""Exported prior: one safetensors file, weights + JSON config + head-model version in its metadata.
+
+No pickle anywhere (safe to load files from others), and no DeepSpeed import: the inversion tool
+loads exports on a machine without the training stack.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from synshot.config import ConfigError, validate_config
+from synshot.model.config import ModelConfig
+from synshot.model.prior import SynShotPrior
+from synshot.model.sampler import MaskFn
+
+EXPORT_FORMAT = "synshot-prior-1"
+
+
+class ExportError(ValueError):
+    """An exported prior file that cannot be used; the message names the file and the fix."""
+
+
+def _head_version() -> str:
+    from synshot.head import HEAD_MODEL_VERSION
+
+    return HEAD_MODEL_VERSION
+
+
+def save_exported(model: SynShotPrior, config: ModelConfig, path: str | Path) -> Path:
+    """Write ``model``'s weights and ``config`` to ``path`` (``.safetensors``)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if model.cfg.model_dump() != config.model_dump():
+        raise ValueError("save_exported: config differs from the config the model was built with")
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {
+        "format": EXPORT_FORMAT,
+        "model_config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
+        "head_model_version": _head_version(),
+        "gaussian_counts": json.dumps(model.gaussian_counts()),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written export under the real name
+    return path
+
+
+def load_exported(
+    path: str | Path, map_location: str | torch.device = "cpu", mask_fn: MaskFn | None = None
+) -> tuple[SynShotPrior, ModelConfig]:
+    """Read an export written by :func:`save_exported` -> ``(model in eval mode, config)``."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: exported prior not found (produce it with `python -m train.export`)")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ExportError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}. "
+                          "Re-export it with `python -m train.export`.") from None
+    if meta.get("format") != EXPORT_FORMAT:
+        raise ExportError(f"{path}: not a SynShot prior export (metadata format={meta.get('format')!r}, "
+                          f"expected {EXPORT_FORMAT!r}); produce one with `python -m train.export`")
+    try:
+        cfg = validate_config(ModelConfig, json.loads(meta["model_config"]), f"{path} (embedded model_config)")
+    except (KeyError, json.JSONDecodeError, ConfigError) as exc:
+        raise ExportError(f"{path}: embedded model config unusable: {exc}") from None
+    file_head = meta.get("head_model_version")
+    if mask_fn is None and file_head != _head_version():
+        raise ExportError(f"{path}: exported for head model {file_head!r}, but this code has "
+                          f"{_head_version()!r}; UV layout and region masks differ, retrain or use matching code")
+    model = SynShotPrior(cfg, mask_fn)
+    counts = json.loads(meta.get("gaussian_counts", "{}"))
+    if counts and counts != model.gaussian_counts():
+        raise ExportError(f"{path}: Gaussian counts per part {counts} differ from this code's {model.gaussian_counts()}")
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise ExportError(f"{path}: weights do not match the embedded config (missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]})")
+    return model.to(map_location).eval(), cfg
