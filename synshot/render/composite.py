@@ -1,15 +1,23 @@
 """Tile-based front-to-back alpha compositing with a hand-written backward pass.
 
-Why a custom ``autograd.Function``: autograd through ``cumprod`` keeps every (tile, Gaussian,
-pixel) temporary alive and its backward is several times the forward. Here the forward keeps
+Why a custom ``autograd.Function``: autograd through ``cumprod`` keeps every (tile, pixel,
+Gaussian) temporary alive and its backward is several times the forward. Here the forward keeps
 nothing per pixel; the backward recomputes alphas chunk by chunk and applies the closed form
 
     C = sum_i w_i f_i,   w_i = a_i T_i,   T_i = prod_{j<i} (1 - a_j)
     dC/da_i = T_i f_i - (sum_{j>i} w_j f_j) / (1 - a_i)
 
-with the suffix sums from one reverse cumulative sum. Semantics match gsplat's CUDA rasteriser:
-``a = min(0.999, o exp(-sigma))``, skip ``a < 1/255`` (and ``sigma < 0``), stop a pixel before the
-Gaussian that would bring its transmittance to ``<= 1e-4``.
+with the suffix sums from one cumulative sum. Semantics match gsplat's CUDA rasteriser:
+``a = min(0.999, o exp(-sigma))``, skip ``a < 1/255``, and stop a pixel before the Gaussian that
+would bring its transmittance to ``<= 1e-4``.
+
+Speed on CPU comes from three choices (docs/render.md has the measurements):
+- ``log(o) - sigma`` is a quadratic in the pixel offset from the tile centre, so for a whole
+  chunk it is ONE matmul of per-(tile, Gaussian) coefficients (T,K,6) with a fixed (6,P) basis,
+  and its gradient is one matmul back;
+- the exponent is clamped at -6 before ``exp`` (``exp(-6) < 1/255``, so no alpha changes): large
+  negative arguments hit a slow path of the vectorised exp (~50x slower);
+- layout (tile, pixel, Gaussian) keeps the front-to-back scans on the contiguous last axis.
 """
 
 from __future__ import annotations
@@ -22,42 +30,53 @@ from synshot.render.tiles import TilePlan
 
 MAX_ALPHA = 0.999
 T_EPS = 1e-4
+S_MIN = -6.0  # exp(-6) = 0.0025 < 1/255: clamping the exponent here never changes an alpha
 
 
-def _tile_pixels(plan: TilePlan, tiles: Tensor, dtype, device):
-    """Tile origins (T,) x/y and local pixel-centre offsets (P,) x/y."""
+def _basis(ts: int, dtype, device) -> Tensor:
+    """(P, 6) monomials [1, u, v, u^2, uv, v^2] of pixel-centre offsets from the tile centre."""
+    ar = torch.arange(ts, device=device, dtype=dtype) + 0.5 - ts / 2
+    u = ar.repeat(ts)  # pixel p = row * ts + col
+    v = ar.repeat_interleave(ts)
+    return torch.stack([torch.ones_like(u), u, v, u * u, u * v, v * v], -1)
+
+
+def _rows(means2d: Tensor, conics: Tensor, opacities: Tensor) -> Tensor:
+    """Per-row geometry (M+1, 6) [mx, my, a, b, c, log o]; the last row is the padding sentinel."""
+    logo = torch.log(opacities.clamp_min(1e-30))
+    rows = torch.cat([means2d, conics, logo[:, None]], -1)
+    sentinel = rows.new_zeros((1, rows.shape[1]))
+    sentinel[0, 5] = -1e4  # log(0): never visible
+    return torch.cat([rows, sentinel], 0)
+
+
+def _coefs(geo: Tensor, plan: TilePlan, tiles: Tensor):
+    """Quadratic coefficients (T,K,6) of s = log o - sigma in tile-centred pixel offsets."""
     ts = plan.tile_size
     in_img = tiles % (plan.tiles_x * plan.tiles_y)
-    ox = ((in_img % plan.tiles_x) * ts).to(dtype)
-    oy = ((in_img // plan.tiles_x) * ts).to(dtype)
-    ar = torch.arange(ts, device=device, dtype=dtype) + 0.5
-    lx = ar.repeat(ts)  # pixel p = row * ts + col
-    ly = ar.repeat_interleave(ts)
-    return ox, oy, lx, ly
+    cx = ((in_img % plan.tiles_x) * ts).to(geo.dtype) + ts / 2
+    cy = ((in_img // plan.tiles_x) * ts).to(geo.dtype) + ts / 2
+    mx = geo[..., 0] - cx[:, None]
+    my = geo[..., 1] - cy[:, None]
+    a, b, c, logo = geo[..., 2], geo[..., 3], geo[..., 4], geo[..., 5]
+    k1 = a * mx + b * my
+    k2 = b * mx + c * my
+    k0 = logo - 0.5 * (mx * k1 + my * k2)
+    coef = torch.stack([k0, k1, k2, -0.5 * a, -b, -0.5 * c], -1)
+    return coef, mx, my
 
 
-def _alphas(m2, con, op, idx, ox, oy, lx, ly):
-    """Per (tile, list position, pixel) alpha, raw exp(-sigma) and the geometry needed by backward."""
-    g = idx
-    dx = (m2[g, 0] - ox[:, None])[:, :, None] - lx  # (T,K,P)
-    dy = (m2[g, 1] - oy[:, None])[:, :, None] - ly
-    cg = con[g]
-    ca, cb, cc = cg[..., 0:1], cg[..., 1:2], cg[..., 2:3]
-    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-    vis = torch.exp(-sigma)
-    raw = op[g][:, :, None] * vis
-    alpha = raw.clamp_max(MAX_ALPHA)
-    alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, torch.zeros_like(alpha))
-    return alpha, vis, raw, dx, dy, cg
-
-
-def _weights(alpha: Tensor):
-    """Blend weights w (T,K,P), exclusive transmittance and the inclusion mask (a prefix in K)."""
-    t_incl = torch.cumprod(1.0 - alpha, dim=1)
-    incl = t_incl > T_EPS
-    t_excl = torch.cat([torch.ones_like(t_incl[:, :1]), t_incl[:, :-1]], 1)
-    w = torch.where(incl, alpha * t_excl, torch.zeros_like(alpha))
-    return w, t_excl, incl
+def _forward_chunk(coef: Tensor, basis: Tensor):
+    """alpha, raw o*exp(-sigma), 1-alpha, exclusive transmittance, weights; all (T,P,K)."""
+    s = torch.matmul(basis, coef.transpose(1, 2))  # (T,P,K)
+    raw = s.clamp_min_(S_MIN).exp_()
+    alpha = raw.clamp_max(MAX_ALPHA).masked_fill_(raw < ALPHA_THRESHOLD, 0.0)
+    om = 1.0 - alpha
+    t_incl = torch.cumprod(om, -1)
+    t_excl = t_incl.div_(om)  # in place: t_incl is not needed beyond the mask below
+    incl = t_excl * om > T_EPS
+    w = (alpha * t_excl).masked_fill_(~incl, 0.0)
+    return alpha, raw, om, t_excl, w, incl
 
 
 class _Composite(torch.autograd.Function):
@@ -66,15 +85,17 @@ class _Composite(torch.autograd.Function):
         D = feats.shape[1]
         P = plan.tile_size**2
         dt, dev = feats.dtype, feats.device
-        m2, con, op, ft = _pad(means2d, conics, opacities, feats)
+        geo = _rows(means2d, conics, opacities)
+        ft = torch.cat([feats, feats.new_zeros((1, D))], 0)
+        basis = _basis(plan.tile_size, dt, dev)
         out = torch.zeros(plan.num_tiles, P, D + 1, dtype=dt, device=dev)
         for ch in plan.chunks:
-            ox, oy, lx, ly = _tile_pixels(plan, ch.tiles, dt, dev)
-            alpha, *_ = _alphas(m2, con, op, ch.idx, ox, oy, lx, ly)
-            w, _, incl = _weights(alpha)
-            ch.k_used = int(incl.sum(1).max()) if incl.numel() else 0
-            res = torch.bmm(w.transpose(1, 2), ft[ch.idx])  # (T,P,D)
-            out[ch.tiles] = torch.cat([res, w.sum(1)[..., None]], -1)
+            coef, _, _ = _coefs(geo[ch.idx], plan, ch.tiles)
+            alpha, raw, om, t_excl, w, incl = _forward_chunk(coef, basis)
+            del alpha, raw, om, t_excl
+            ch.k_used = int(incl.sum(-1).max()) if incl.numel() else 0
+            res = torch.bmm(w, ft[ch.idx])  # (T,P,D)
+            out[ch.tiles] = torch.cat([res, w.sum(-1, keepdim=True)], -1)
         ctx.plan = plan
         ctx.save_for_backward(means2d, conics, opacities, feats)
         return out
@@ -84,48 +105,43 @@ class _Composite(torch.autograd.Function):
         plan: TilePlan = ctx.plan
         means2d, conics, opacities, feats = ctx.saved_tensors
         dt, dev = feats.dtype, feats.device
-        m2, con, op, ft = _pad(means2d, conics, opacities, feats)
-        g_m2 = torch.zeros_like(m2)
-        g_con = torch.zeros_like(con)
-        g_op = torch.zeros_like(op)
-        g_ft = torch.zeros_like(ft)
+        D = feats.shape[1]
+        geo = _rows(means2d, conics, opacities)
+        ft = torch.cat([feats, feats.new_zeros((1, D))], 0)
+        basis = _basis(plan.tile_size, dt, dev)
+        grads = torch.zeros(geo.shape[0], 6 + D, dtype=dt, device=dev)
         grad_out = grad_out.contiguous()
         for ch in plan.chunks:
-            k = max(ch.k_used, 1)
-            idx = ch.idx[:, :k]
-            ox, oy, lx, ly = _tile_pixels(plan, ch.tiles, dt, dev)
-            alpha, vis, raw, dx, dy, cg = _alphas(m2, con, op, idx, ox, oy, lx, ly)
-            w, t_excl, incl = _weights(alpha)
+            idx = ch.idx[:, : max(ch.k_used, 1)]
+            g = geo[idx]
+            coef, mx, my = _coefs(g, plan, ch.tiles)
+            alpha, raw, om, t_excl, w, incl = _forward_chunk(coef, basis)
             go = grad_out[ch.tiles]  # (T,P,D+1)
-            gf, ga = go[..., :-1], go[..., -1]
+            gf, ga = go[..., :D], go[..., D:]
             fg = ft[idx]  # (T,K,D)
-            # dL/dw_i = f_i . G + G_alpha
-            gdot = torch.bmm(fg, gf.transpose(1, 2)) + ga[:, None, :]
+            # dL/dw_i = f_i . G + G_alpha, (T,P,K)
+            gdot = torch.baddbmm(ga, gf, fg.transpose(1, 2))
             wg = w * gdot
-            suffix = wg.sum(1, keepdim=True) - torch.cumsum(wg, 1)
-            v_alpha = t_excl * gdot - suffix / (1.0 - alpha)
-            active = incl & (alpha > 0) & (raw < MAX_ALPHA)
-            v_alpha = torch.where(active, v_alpha, torch.zeros_like(v_alpha))
-            flat = idx.reshape(-1)
-            g_ft.index_add_(0, flat, torch.bmm(w, gf).reshape(-1, fg.shape[-1]))
-            g_op.index_add_(0, flat, (v_alpha * vis).sum(-1).reshape(-1))
-            v_sig = -v_alpha * alpha  # d alpha / d sigma = -alpha where active
-            sx = (v_sig * dx).sum(-1)
-            sy = (v_sig * dy).sum(-1)
-            sxx = (v_sig * dx * dx).sum(-1)
-            sxy = (v_sig * dx * dy).sum(-1)
-            syy = (v_sig * dy * dy).sum(-1)
-            ca, cb, cc = cg[..., 0], cg[..., 1], cg[..., 2]
-            g_m2.index_add_(0, flat, torch.stack([ca * sx + cb * sy, cb * sx + cc * sy], -1).reshape(-1, 2))
-            g_con.index_add_(0, flat, torch.stack([0.5 * sxx, sxy, 0.5 * syy], -1).reshape(-1, 3))
+            suffix = wg.sum(-1, keepdim=True) - torch.cumsum(wg, -1)  # sum_{j>i} w_j g_j
+            v_alpha = t_excl.mul_(gdot).sub_(suffix.div_(om))
+            # d alpha / d s = raw where the alpha was used and not clamped
+            active = (w > 0) & (raw < MAX_ALPHA)
+            v_s = v_alpha.mul_(raw).masked_fill_(~active, 0.0)
+            gk = torch.matmul(v_s.transpose(1, 2), basis)  # (T,K,6)
+            gfeat = torch.bmm(w.transpose(1, 2), gf)  # (T,K,D)
+            a, b, c = g[..., 2], g[..., 3], g[..., 4]
+            g0, g1, g2, g3, g4, g5 = gk.unbind(-1)
+            g_mx = a * (g1 - g0 * mx) + b * (g2 - g0 * my)
+            g_my = b * (g1 - g0 * mx) + c * (g2 - g0 * my)
+            g_a = mx * (g1 - 0.5 * g0 * mx) - 0.5 * g3
+            g_b = g1 * my + g2 * mx - g0 * mx * my - g4
+            g_c = my * (g2 - 0.5 * g0 * my) - 0.5 * g5
+            rows = torch.cat([torch.stack([g_mx, g_my, g_a, g_b, g_c, g0], -1), gfeat], -1)
+            grads.index_add_(0, idx.reshape(-1), rows.reshape(-1, 6 + D))
         M = means2d.shape[0]
-        return g_m2[:M], g_con[:M], g_op[:M], g_ft[:M], None
-
-
-def _pad(means2d, conics, opacities, feats):
-    """Append the sentinel row (opacity 0: never contributes) that pads the tile lists."""
-    z = lambda t: torch.cat([t, torch.zeros_like(t[:1])], 0)  # noqa: E731
-    return z(means2d), z(conics), z(opacities), z(feats)
+        grads = grads[:M]
+        g_op = grads[:, 5] / opacities.clamp_min(1e-30)  # d log o / d o
+        return grads[:, 0:2], grads[:, 2:5], g_op, grads[:, 6:], None
 
 
 def composite(means2d: Tensor, conics: Tensor, opacities: Tensor, feats: Tensor, plan: TilePlan) -> Tensor:
