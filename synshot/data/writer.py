@@ -101,6 +101,9 @@ def write_shard(
     if local_target:
         storage.makedirs(root)
         tmp_dir = os.path.dirname(os.path.abspath(storage.local_path(url)))  # same file system -> rename, no copy
+        for stale in os.listdir(tmp_dir):  # left by a killed writer of this shard; hidden, never listed
+            if stale.startswith(f".{name}.tmp-"):
+                os.unlink(os.path.join(tmp_dir, stale))
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=tmp_dir)
     os.close(fd)
     try:

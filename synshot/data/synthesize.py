@@ -1,0 +1,267 @@
+"""Synthetic dataset generation: config, a deterministic plan of splits and shards, rendering one sample.
+
+Why a plan: every array task must agree on which identity goes to which split and which sample to
+which shard without talking to the others. The plan is a pure function of the config (seed
+included), so task ``i`` of ``n`` renders a disjoint contiguous range of the global shard list, and
+each sample's content depends only on ``(seed, identity, expression)`` - the same shard is
+byte-identical no matter which task renders it or how often.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from synshot.config import ConfigBase, dump_config
+from synshot.data import storage
+from synshot.data.schema import encode_sample, sample_key
+from synshot.data.writer import build_manifest, shard_is_complete, shard_name, write_shard
+from synshot.head.config import HeadConfig
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitFractions(ConfigBase):
+    """Fractions of identities per split (by identity, so val/test identities are never seen in training)."""
+
+    train: float = Field(0.9, ge=0.0, le=1.0)
+    val: float = Field(0.05, ge=0.0, le=1.0)
+    test: float = Field(0.05, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self):
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total:.4f}")
+        return self
+
+
+class SynthConfig(ConfigBase):
+    """Everything that determines a synthetic dataset; stored as ``generator_config`` in each manifest."""
+
+    seed: int = 0
+    num_identities: int = Field(48, ge=1, le=999_999)
+    expressions_per_identity: int = Field(4, ge=1, le=9_999, description="expression 0 is neutral when neutral_first")
+    neutral_first: bool = True
+    views: int = Field(4, ge=1, description="camera views per sample")
+    image_size: int = Field(128, ge=8)
+    spp: int = Field(16, ge=1, description="ray-tracer samples per pixel")
+    uv_size: int = Field(128, ge=8)
+    samples_per_shard: int = Field(16, ge=1)
+    splits: SplitFractions = Field(default_factory=SplitFractions)
+    image_format: Literal["png", "jpg"] = "png"
+    jpeg_quality: int = Field(95, ge=50, le=100)
+    lighting_ids: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for --out")
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    raytrace: dict[str, Any] = Field(default_factory=dict, description="extra renderer options (renderer config keys)")
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def _rng(*numbers: int) -> np.random.Generator:
+    return np.random.default_rng([int(n) for n in numbers])
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    split: str
+    index: int
+    samples: tuple[tuple[int, int], ...]  # (identity, expression)
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.split, self.index)
+
+
+class DatasetPlan:
+    """Splits by identity, sample order and shard contents: a pure function of the config."""
+
+    def __init__(self, cfg: SynthConfig):
+        self.cfg = cfg
+        n = cfg.num_identities
+        n_val = int(round(cfg.splits.val * n))
+        n_test = int(round(cfg.splits.test * n))
+        if n_val + n_test > n:
+            n_test = n - n_val
+        order = _rng(cfg.seed, 3).permutation(n)
+        ids = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+        self.identities = {s: sorted(int(i) for i in ids[s]) for s in SPLITS}
+        self.shards: list[ShardJob] = []
+        for si, split in enumerate(SPLITS):
+            pairs = [(i, e) for i in self.identities[split] for e in range(cfg.expressions_per_identity)]
+            # shuffled once here, so every shard mixes identities (the loader's buffer then mixes shards)
+            pairs = [pairs[j] for j in _rng(cfg.seed, 4, si).permutation(len(pairs))]
+            per = cfg.samples_per_shard
+            for k in range(math.ceil(len(pairs) / per)):
+                self.shards.append(ShardJob(split, k, tuple(pairs[k * per : (k + 1) * per])))
+
+    def shards_of(self, split: str) -> list[ShardJob]:
+        return [s for s in self.shards if s.split == split]
+
+    def num_samples(self, split: str | None = None) -> int:
+        return sum(len(s.samples) for s in self.shards if split is None or s.split == split)
+
+    def task_shards(self, shard_index: int, num_shards: int) -> list[ShardJob]:
+        """The contiguous, disjoint range of the global shard list that array task ``shard_index`` renders."""
+        if not (num_shards >= 1 and 0 <= shard_index < num_shards):
+            raise ValueError(f"--shard-index {shard_index} must be in [0, --num-shards {num_shards})")
+        total = len(self.shards)
+        lo, hi = shard_index * total // num_shards, (shard_index + 1) * total // num_shards
+        return self.shards[lo:hi]
+
+
+# ---------------------------------------------------------------- rendering one sample
+
+
+def sample_rngs(seed: int, identity: int, expression: int) -> dict[str, np.random.Generator]:
+    """Independent generators per aspect: the identity depends on (seed, identity) only, so all
+    expressions of an identity share it; expression, pose, cameras and lighting on the full triple."""
+    return {
+        "identity": _rng(seed, 10, identity),
+        "expression": _rng(seed, 11, identity, expression),
+        "pose": _rng(seed, 12, identity, expression),
+        "cameras": _rng(seed, 13, identity, expression),
+        "lighting": _rng(seed, 14, identity, expression),
+    }
+
+
+def _np(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _to_u8(img: np.ndarray) -> np.ndarray:
+    img = _np(img)
+    if img.dtype == np.uint8:
+        return img
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def render_sample(head: Any, tracer: Any, cfg: SynthConfig, identity: int, expression: int) -> dict[str, Any]:
+    """Render sample ``(identity, expression)`` and return it encoded per the schema (``{"__key__", member: bytes}``)."""
+    from synshot import head as head_mod  # the procedural head model (synshot.head)
+
+    rngs = sample_rngs(cfg.seed, identity, expression)
+    ident = head_mod.sample_identity(rngs["identity"])
+    if cfg.neutral_first and expression == 0:
+        expr = head_mod.neutral_expression() if hasattr(head_mod, "neutral_expression") else _np(head_mod.sample_expression(rngs["expression"])) * 0
+    else:
+        expr = head_mod.sample_expression(rngs["expression"])
+    pose = head_mod.sample_head_pose(rngs["pose"])
+    cameras = head_mod.sample_cameras(rngs["cameras"], n=cfg.views, image_size=cfg.image_size, head_pose=pose)
+    lighting_id = int(cfg.lighting_ids[int(rngs["lighting"].integers(len(cfg.lighting_ids)))])
+
+    maps = head.uv_maps(ident, expr, cfg.uv_size)
+    mesh = head.mesh(ident, expr, pose)
+    views = tracer.render(mesh, cameras, lighting_id)
+    tex = _to_u8(np.transpose(_np(maps["tex"]), (1, 2, 0)))
+    meta = {
+        "identity": identity,
+        "expression": expression,
+        "head_model_version": head_mod.HEAD_MODEL_VERSION,
+        "identity_params": ident.to_dict(),
+        "expression_coeffs": [float(c) for c in _np(expr).reshape(-1)],
+        "expression_names": list(head.expression_names),
+        "head_pose": _np(pose).astype(float).tolist(),
+        "views": [
+            {"K": _np(c.K).astype(float).tolist(), "w2c": _np(c.w2c).astype(float).tolist(), "width": int(c.width), "height": int(c.height)}
+            for c in cameras
+        ],
+        "lighting_id": lighting_id,
+        "renderer": tracer.info(),
+    }
+    return encode_sample(
+        meta,
+        tex,
+        _np(maps["verts"]).astype(np.float16),
+        _np(maps["exp"]).astype(np.float16),
+        [_to_u8(rgb) for rgb, _ in views],
+        [_to_u8(mask) for _, mask in views],
+        image_format=cfg.image_format,
+        jpeg_quality=cfg.jpeg_quality,
+    )
+
+
+# ---------------------------------------------------------------- the job
+
+
+def generator_config(cfg: SynthConfig) -> dict[str, Any]:
+    import json
+
+    from synshot import head as head_mod
+
+    return {"synth": json.loads(dump_config(cfg)), "head_model_version": getattr(head_mod, "HEAD_MODEL_VERSION", None)}
+
+
+def finalize(cfg: SynthConfig, out: str) -> dict[str, dict[str, Any]]:
+    """Rebuild every split's manifest from the complete shards (idempotent; run after all array tasks)."""
+    plan = DatasetPlan(cfg)
+    gen = generator_config(cfg)
+    return {
+        split: build_manifest(out, split, gen, len(plan.shards_of(split)), cfg.storage_options)
+        for split in SPLITS
+        if plan.shards_of(split)
+    }
+
+
+def synthesize(
+    cfg: SynthConfig,
+    out: str,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    progress: bool = True,
+    make_renderers: Callable[[SynthConfig], tuple[Any, Any]] | None = None,
+) -> dict[str, Any]:
+    """Render this task's shards into ``out`` (skipping complete ones), then rebuild the manifests.
+
+    Returns ``{"rendered": [...names], "skipped": [...names], "seconds": float, "manifests": {...}}``.
+    """
+    plan = DatasetPlan(cfg)
+    jobs = plan.task_shards(shard_index, num_shards)
+    storage.makedirs(out, cfg.storage_options)
+    todo = [j for j in jobs if not shard_is_complete(out, j.split, j.index, cfg.storage_options)]
+    skipped = [j.name for j in jobs if j not in todo]
+    start = time.perf_counter()
+    rendered: list[str] = []
+    if todo:
+        head, tracer = (make_renderers or default_renderers)(cfg)
+        from tqdm import tqdm
+
+        total = sum(len(j.samples) for j in todo)
+        bar = tqdm(total=total, unit="sample", desc=f"task {shard_index}/{num_shards}", disable=not progress, dynamic_ncols=True)
+
+        def samples(job: ShardJob) -> Iterator[dict[str, Any]]:
+            for identity, expression in job.samples:
+                yield render_sample(head, tracer, cfg, identity, expression)
+                bar.update(1)
+                bar.set_postfix_str(f"{job.name}, {bar.n * cfg.views / max(bar.format_dict['elapsed'], 1e-9):.2f} views/s")
+
+        try:
+            for job in todo:
+                write_shard(out, job.split, job.index, samples(job), cfg.storage_options)
+                rendered.append(job.name)
+        finally:
+            bar.close()
+    manifests = finalize(cfg, out)
+    return {"rendered": rendered, "skipped": skipped, "seconds": time.perf_counter() - start, "manifests": manifests}
+
+
+def default_renderers(cfg: SynthConfig) -> tuple[Any, Any]:
+    """The procedural head model and the Mitsuba ray tracer configured from ``cfg``."""
+    from synshot.head import HeadModel
+    from synshot.raytrace import RayTracer, RayTracerConfig
+
+    rt_cfg = RayTracerConfig(**{"spp": cfg.spp, **cfg.raytrace})
+    return HeadModel(cfg.head), RayTracer(rt_cfg)
+
+
+def keys_of(plan: DatasetPlan, split: str) -> list[str]:
+    return [sample_key(i, e) for job in plan.shards_of(split) for i, e in job.samples]
