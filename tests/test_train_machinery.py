@@ -19,7 +19,7 @@ from train.distributed import setup_distributed
 from train.engine import WarmupCosine, build_engine
 from train.errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, NonFiniteLossError
 from train.loop import LoopSettings, StepOutput, Trainer
-from train.signals import StopRequest
+from train.preempt import StopRequest
 from train.state import restore_rng, seed_everything
 from train.tb import TBLogger
 

@@ -16,6 +16,10 @@ from typing import Any, Iterable, Literal
 from pydantic import Field, model_validator
 
 from synshot.config import ConfigBase, dump_config, load_config
+from synshot.data.loader import LoaderConfig
+from synshot.losses import LossConfig
+from synshot.model import ModelConfig
+from synshot.render.config import RenderConfig
 
 
 class OptimConfig(ConfigBase):
@@ -75,10 +79,29 @@ class TrainConfig(ConfigBase):
     seed: int = 0
     max_nonfinite_steps: int = Field(10, ge=1)  # abort after this many non-finite losses in a row
 
+    data: LoaderConfig  # data.batch_size is the micro-batch per rank
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    render: RenderConfig = RenderConfig()  # backend; images are rendered on loss.background
     optim: OptimConfig = OptimConfig()
     distributed: DistributedConfig = DistributedConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.data.uv_size is None:
+            self.data = self.data.model_copy(update={"uv_size": self.model.uv_size})
+        elif self.data.uv_size != self.model.uv_size:
+            raise ValueError(f"data.uv_size ({self.data.uv_size}) != model.uv_size ({self.model.uv_size})")
+        for key in ("verts_unit", "exp_unit"):
+            if getattr(self.loss, key) != getattr(self.model, key):
+                raise ValueError(f"loss.{key} ({getattr(self.loss, key)}) must equal model.{key} "
+                                 f"({getattr(self.model, key)}): the geometry loss is measured in network units")
+        return self
+
+    def global_batch(self, world_size: int) -> int:
+        return self.data.batch_size * self.distributed.grad_accum * world_size
 
     @property
     def run_dir(self) -> Path:

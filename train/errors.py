@@ -11,6 +11,7 @@ EXIT_ERROR = 1  # unexpected exception (traceback printed)
 EXIT_CONFIG = 2  # bad config / command line (message names the file and key)
 EXIT_CHECKPOINT = 3  # checkpoint missing, truncated, corrupt or incompatible with the config
 EXIT_NONFINITE = 4  # too many non-finite losses in a row
+EXIT_DATA = 5  # dataset missing, inconsistent with the config, or too corrupt
 EXIT_PREEMPTED = 75  # SIGUSR1/SIGTERM: checkpoint written, requeue to resume (EX_TEMPFAIL)
 
 

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from train.checkpoint import CheckpointManager
 from train.engine import grad_norm
 from train.errors import EXIT_OK, EXIT_PREEMPTED, NonFiniteLossError
-from train.signals import StopRequest
+from train.preempt import StopRequest
 from train.state import capture_rng, restore_rng
 from train.tb import TBLogger, image_grid, memory_stats
 

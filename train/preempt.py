@@ -11,6 +11,10 @@ import signal
 import sys
 from typing import Iterable
 
+from train.errors import EXIT_PREEMPTED
+
+PREEMPT_EXIT_CODE = EXIT_PREEMPTED  # read by slurm/train.sbatch: "checkpoint written, requeue me"
+
 
 class StopRequest:
     """Remembers the first stop signal received; restores the previous handlers on ``close``."""

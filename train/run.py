@@ -1,0 +1,178 @@
+"""``python -m train``: command line -> config -> distributed setup -> prior, loader, engine -> loop.
+
+Wiring only; each piece lives in its own module. Returns the exit codes of :mod:`train.errors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from synshot.config import ConfigError, dump_config
+from train.errors import (
+    EXIT_CHECKPOINT, EXIT_CONFIG, EXIT_DATA, EXIT_ERROR, EXIT_NONFINITE, CheckpointError, NonFiniteLossError,
+)
+
+USAGE_EXAMPLE = "python -m train --config configs/train/tiny.yaml max_steps=50 optim.lr=1e-3"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m train",
+        description="Train the SynShot prior with DeepSpeed (one process, torchrun, or srun: one task per GPU).",
+        epilog=f"example: {USAGE_EXAMPLE}\nexit codes: 0 done, 1 crash, 2 bad config/CLI, 3 bad checkpoint, "
+               "4 non-finite loss abort, 5 bad data, 75 checkpointed on SIGUSR1/SIGTERM (requeue to resume)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, help="YAML file, e.g. configs/train/tiny.yaml")
+    p.add_argument("--resume", default="auto",
+                   help="auto (default: latest checkpoint of the run if any), never, or a checkpoint/run dir")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_steps=100 distributed.zero_stage=2")
+    return p.parse_args(argv)
+
+
+def _log(rank: int, msg: str) -> None:
+    if rank == 0:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _broadcast_path(path: Path | None, rank: int, world_size: int) -> Path | None:
+    """Rank 0 decides which checkpoint to resume; everyone uses that one."""
+    import torch.distributed as dist
+
+    if world_size == 1:
+        return path
+    obj = [str(path) if path is not None else None]
+    dist.broadcast_object_list(obj, src=0)
+    return Path(obj[0]) if obj[0] is not None else None
+
+
+def train(cfg, resume: str = "auto") -> int:
+    import torch
+
+    from synshot.data import make_loader
+    from synshot.losses import PriorLoss
+    from synshot.model import SynShotPrior
+    from train.checkpoint import CheckpointManager, read_meta
+    from train.config import arch_hash, config_hash, diff_keys
+    from train.distributed import setup_distributed
+    from train.engine import build_engine
+    from train.loop import LoopSettings, Trainer
+    from train.preempt import StopRequest
+    from train.state import restore_rng, seed_everything
+    from train.task import PriorTask
+    from train.tb import TBLogger
+    from train.validate import Validator
+
+    stop = StopRequest().install()  # first: a signal during start-up is remembered, not fatal
+    try:
+        env = setup_distributed()
+        rank, world = env.rank, env.world_size
+        bf16 = cfg.distributed.use_bf16(env.device.startswith("cuda"))
+        _log(rank, f"[train] run {cfg.run_dir} | launcher {env.launcher} | world {world} | {env.device} "
+                   f"({env.backend}) | ZeRO {cfg.distributed.zero_stage} | {'bf16' if bf16 else 'fp32'} | "
+                   f"global batch {cfg.global_batch(world)}")
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank and in every run
+        model = SynShotPrior(cfg.model)
+        seed_everything(cfg.seed, rank)
+        loss = PriorLoss(cfg.loss).to(env.device)
+        loader = make_loader(cfg.data, rank, world)
+        task = PriorTask(loss, cfg.render, env.device, bf16)
+        validator = Validator(cfg, task, rank, world) if cfg.logging.val_samples > 0 else None
+        engine, _ = build_engine(model, cfg.optim, cfg.distributed, env, cfg.data.batch_size, cfg.max_steps)
+        if validator is not None:
+            validator.module = engine
+
+        ckpt = CheckpointManager(cfg.checkpoint_dir, rank, world, cfg.checkpoint.keep_last)
+        path = ckpt.find(resume) if rank == 0 else None
+        if rank == 0:
+            ckpt.clean_stale()
+        path = _broadcast_path(path, rank, world)
+        meta = {
+            "config": json.loads(dump_config(cfg)), "config_hash": config_hash(cfg), "arch_hash": arch_hash(cfg),
+            "zero_stage": cfg.distributed.zero_stage, "bf16": bf16, "torch": torch.__version__,
+        }
+        start_step, nonfinite_total = 0, 0
+        if path is not None:
+            saved = read_meta(path)
+            if saved.get("arch_hash") != meta["arch_hash"]:
+                keys = diff_keys(saved.get("config", {}).get("model", {}), meta["config"]["model"], "model")
+                raise CheckpointError(
+                    f"{path}: incompatible with this config: the model architecture differs at {keys[:8]}; "
+                    "resume with the config it was trained with, or start a new run (another name/out_dir)"
+                )
+            if saved.get("zero_stage") != cfg.distributed.zero_stage:
+                raise CheckpointError(f"{path}: saved with ZeRO stage {saved.get('zero_stage')}, config has "
+                                      f"{cfg.distributed.zero_stage}; use the same stage to resume")
+            if saved.get("config_hash") != meta["config_hash"]:
+                changed = diff_keys(saved.get("config", {}), meta["config"])
+                _log(rank, f"[train] note: config differs from the checkpoint's at {changed[:10]}")
+            saved, state = ckpt.load(engine, path)
+            try:
+                loader.load_state_dict(state["loader"])
+            except (KeyError, ValueError) as exc:
+                raise CheckpointError(f"{path}: cannot restore the data position: {exc}") from None
+            restore_rng(state["rng"])
+            start_step, nonfinite_total = int(saved["step"]), int(state.get("nonfinite_total", 0))
+            _log(rank, f"[train] resumed from {path} at step {start_step}")
+        if rank == 0:
+            cfg.run_dir.mkdir(parents=True, exist_ok=True)
+            (cfg.run_dir / "config.json").write_text(dump_config(cfg))
+        tb = TBLogger(cfg.run_dir / "tb", enabled=rank == 0, purge_step=start_step + 1 if start_step else None)
+        if start_step == 0:
+            tb.text("config", "```\n" + dump_config(cfg) + "\n```")
+        progress = cfg.logging.progress
+        settings = LoopSettings(
+            max_steps=cfg.max_steps, grad_accum=cfg.distributed.grad_accum, max_nonfinite=cfg.max_nonfinite_steps,
+            ckpt_every=cfg.checkpoint.every_n_steps, log_every=cfg.logging.every_n_steps,
+            image_every=cfg.logging.image_every_n_steps, image_views=cfg.logging.image_views,
+            val_every=cfg.logging.val_every_n_steps,
+            progress=sys.stderr.isatty() if progress == "auto" else bool(progress),
+        )
+        trainer = Trainer(engine=engine, task=task, loader=loader, settings=settings, device=env.device, rank=rank,
+                          world_size=world, ckpt=ckpt, tb=tb, stop=stop, meta=meta, validate=validator,
+                          start_step=start_step, nonfinite_total=nonfinite_total)
+        t0 = time.perf_counter()
+        try:
+            code = trainer.run()
+        finally:
+            tb.close()
+        _log(rank, f"[train] finished at step {trainer.step} in {time.perf_counter() - t0:.1f} s "
+                   f"(last loss {trainer.last_loss}), exit {code}")
+        return code
+    finally:
+        stop.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    try:
+        from train.config import load_train_config
+
+        cfg = load_train_config(args.config, args.overrides)
+        return train(cfg, args.resume)
+    except ConfigError as exc:
+        print(f"[train] config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except CheckpointError as exc:
+        print(f"[train] checkpoint error: {exc}", file=sys.stderr)
+        return EXIT_CHECKPOINT
+    except NonFiniteLossError as exc:
+        print(f"[train] {exc}", file=sys.stderr)
+        return EXIT_NONFINITE
+    except Exception as exc:  # data problems get their own code, anything else is a crash with traceback
+        from synshot.data import DataError
+        from synshot.data.loader import CorruptDataError
+
+        if isinstance(exc, (DataError, CorruptDataError)):
+            print(f"[train] data error (rank {rank}): {exc}", file=sys.stderr)
+            return EXIT_DATA
+        traceback.print_exc()
+        return EXIT_ERROR
