@@ -36,7 +36,8 @@ PAYLOAD = textwrap.dedent(
                             init_method=f"tcp://{env.master_addr}:{env.master_port}")
     total = torch.tensor([float(env.rank + 1)]); dist.all_reduce(total)
     stop = {"flag": False}
-    signal.signal(signal.SIGUSR1, lambda *a: stop.update(flag=True))
+    for sig in (signal.SIGUSR1, signal.SIGTERM):  # like the trainer (train/preempt.py)
+        signal.signal(sig, lambda *a: stop.update(flag=True))
     ckpt = out / "ckpt.json"
     start = json.loads(ckpt.read_text())["step"] if ckpt.exists() else 0
     with open(out / f"rank{env.rank}.jsonl", "a") as f:
@@ -114,7 +115,7 @@ def test_cluster_has_two_idle_nodes_with_fake_gpus(cluster: LocalCluster):
 def test_train_sbatch_two_nodes_rendezvous(cluster: LocalCluster, payload, tmp_path: Path):
     out = tmp_path / "out"
     job = cluster.sbatch(
-        "--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1", "--time=5",
+        "--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1", "--time=15",
         f"--output={tmp_path}/job-%j.out",
         str(REPO / "slurm" / "train.sbatch"), str(out), "3", "0.1",
         cwd=REPO, env=payload,
@@ -132,7 +133,7 @@ def test_train_sbatch_two_nodes_rendezvous(cluster: LocalCluster, payload, tmp_p
 def test_train_sbatch_usr1_checkpoints_requeues_and_resumes(cluster: LocalCluster, payload, tmp_path: Path):
     out = tmp_path / "out"
     job = cluster.sbatch(
-        "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--time=5",
+        "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--time=15",
         f"--output={tmp_path}/job-%j.out",
         str(REPO / "slurm" / "train.sbatch"), str(out), "40", "0.25",
         cwd=REPO, env=payload,
@@ -160,3 +161,36 @@ def test_train_sbatch_usr1_checkpoints_requeues_and_resumes(cluster: LocalCluste
     assert all(r["start"] == saved for r in second)
     assert f"checkpointed at step {saved}" in log
     assert json.loads((out / "done.json").read_text())["step"] == 40
+
+
+def test_submitit_task_interrupt_requeues_and_resumes(cluster: LocalCluster, payload, tmp_path: Path, monkeypatch):
+    """slurm.submit.TrainTask around the payload: _interrupt() -> checkpoint -> submitit requeue -> finish."""
+    from slurm.submit import SubmitConfig, TrainTask, make_executor
+    from train.errors import EXIT_PREEMPTED
+
+    for key, value in {**payload, "SLURM_CONF": cluster.env["SLURM_CONF"],
+                       "SYNSHOT_PREEMPT_EXIT_CODE": str(EXIT_PREEMPTED)}.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "out"
+    cfg = SubmitConfig(config="unused", nodes=2, gpus_per_node=1, cpus_per_task=1, time_min=5,
+                       signal_delay_s=30, folder=str(tmp_path / "sub" / "%j"))
+    job = make_executor(cfg).submit(TrainTask([str(out), "40", "0.25"], cfg.python, str(REPO), "slurm_payload"))
+    jid = int(job.job_id)
+    deadline = time.monotonic() + 90
+    while not (out / "running").exists():
+        assert time.monotonic() < deadline, "payload never started"
+        time.sleep(0.3)
+    time.sleep(1.5)
+    job._interrupt()  # SIGTERM then USR2 to the tasks (submitit's preemption)
+    info = cluster.wait(jid, 150)
+    text = "".join(p.read_text() for p in sorted((tmp_path / "sub").rglob("*_log.*")))
+    assert info["JobState"] == "COMPLETED", text
+    assert info["Restarts"] == "1", text
+    results = job.results()
+    assert [r["exit_code"] for r in results] == [0, 0] and results[0]["restarts"] == 1, text
+    assert job.state == "COMPLETED"
+    recs = _records(out)
+    second = [r for r in recs if r["restart"] == "1"]
+    assert len(second) == 2 and 0 < second[0]["start"] < 40, recs
+    assert all(r["launcher"] == "torchrun" and r["master"] == "n1" for r in recs), recs  # RANK/WORLD_SIZE from JobEnvironment
+    assert "Requeued job" in text, text
