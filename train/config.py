@@ -145,5 +145,23 @@ def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix or "<root>"]
 
 
+_SECRET_WORDS = ("key", "secret", "token", "password", "credential")
+
+
+def public_config(cfg: ConfigBase) -> dict:
+    """The config as JSON data with fsspec credentials masked (it is written to run dirs, TB, checkpoints)."""
+    data = json.loads(dump_config(cfg))
+
+    def mask(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: ("***" if any(w in k.lower() for w in _SECRET_WORDS) and isinstance(v, str) else mask(v))
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [mask(v) for v in node]
+        return node
+
+    return mask(data)
+
+
 def load_train_config(path: str | Path | None, overrides: Iterable[str] = ()) -> TrainConfig:
     return load_config(TrainConfig, path, overrides)

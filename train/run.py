@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from synshot.config import ConfigError, dump_config
+from synshot.config import ConfigError
 from train.errors import (
     EXIT_CHECKPOINT, EXIT_CONFIG, EXIT_DATA, EXIT_ERROR, EXIT_NONFINITE, CheckpointError, NonFiniteLossError,
 )
@@ -60,7 +60,7 @@ def train(cfg, resume: str = "auto") -> int:
     from synshot.losses import PriorLoss
     from synshot.model import SynShotPrior
     from train.checkpoint import CheckpointManager, read_meta
-    from train.config import arch_hash, config_hash, diff_keys
+    from train.config import arch_hash, config_hash, diff_keys, public_config
     from train.distributed import setup_distributed
     from train.engine import build_engine
     from train.loop import LoopSettings, Trainer
@@ -95,7 +95,7 @@ def train(cfg, resume: str = "auto") -> int:
             ckpt.clean_stale()
         path = _broadcast_path(path, rank, world)
         meta = {
-            "config": json.loads(dump_config(cfg)), "config_hash": config_hash(cfg), "arch_hash": arch_hash(cfg),
+            "config": public_config(cfg), "config_hash": config_hash(cfg), "arch_hash": arch_hash(cfg),
             "zero_stage": cfg.distributed.zero_stage, "bf16": bf16, "torch": torch.__version__,
         }
         start_step, nonfinite_total = 0, 0
@@ -123,10 +123,10 @@ def train(cfg, resume: str = "auto") -> int:
             _log(rank, f"[train] resumed from {path} at step {start_step}")
         if rank == 0:
             cfg.run_dir.mkdir(parents=True, exist_ok=True)
-            (cfg.run_dir / "config.json").write_text(dump_config(cfg))
+            (cfg.run_dir / "config.json").write_text(json.dumps(meta["config"], indent=2, sort_keys=True))
         tb = TBLogger(cfg.run_dir / "tb", enabled=rank == 0, purge_step=start_step + 1 if start_step else None)
         if start_step == 0:
-            tb.text("config", "```\n" + dump_config(cfg) + "\n```")
+            tb.text("config", "```\n" + json.dumps(meta["config"], indent=2, sort_keys=True) + "\n```")
         progress = cfg.logging.progress
         settings = LoopSettings(
             max_steps=cfg.max_steps, grad_accum=cfg.distributed.grad_accum, max_nonfinite=cfg.max_nonfinite_steps,
