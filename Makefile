@@ -60,3 +60,22 @@ cluster-up:
 ## cluster-down stop the local SLURM cluster (cancels its jobs first; PURGE=1 also deletes its state)
 cluster-down:
 	bash slurm/cluster/down.sh $(if $(PURGE),--purge,)
+
+# ---- inversion (synshot/invert/, data_tools/subject.py, docs/inversion.md) ----
+.PHONY: invert drive subjects
+INVERT_CONFIG ?= configs/invert/default.yaml
+## invert       invert a subject: make invert SUBJECT=subjects/s0 [CKPT=prior.safetensors] [OUT=dir] [INVERT_CONFIG=yaml] [ARGS="k=v ..."]
+invert: setup
+	@test -n "$(SUBJECT)" || { echo "usage: make invert SUBJECT=subjects/NAME [CKPT=file] [OUT=dir]"; exit 2; }
+	$(PYTHON) -m synshot.invert --subject $(SUBJECT) --config $(INVERT_CONFIG) $(if $(CKPT),--ckpt $(CKPT),) $(if $(OUT),--out $(OUT),) $(ARGS)
+
+## drive        drive an avatar: make drive SUBJECT=subjects/s0 EXPR=seq.json|subjects/s1 [AVATAR=file] [OUT=driven.mp4]
+drive: setup
+	@test -n "$(EXPR)" && test -n "$(SUBJECT)$(AVATAR)" || { echo "usage: make drive SUBJECT=subjects/NAME EXPR=seq.json|subjects/OTHER"; exit 2; }
+	$(PYTHON) -m synshot.invert.drive --avatar $(or $(AVATAR),runs/invert/$(notdir $(SUBJECT))/avatar.safetensors) --expr $(EXPR) $(if $(OUT),--out $(OUT),) --side-by-side
+
+SUBJECT_SEEDS ?= 1001 1002 1003
+SUBJECT_SIZE ?= 128
+## subjects     render held-out test subjects to subjects/ (SUBJECT_SEEDS="1001 1002 1003", SUBJECT_SIZE=128)
+subjects: setup
+	for s in $(SUBJECT_SEEDS); do $(PYTHON) -m data_tools.subject --seed $$s --size $(SUBJECT_SIZE) --out subjects/s$$s || exit 1; done

@@ -1,1 +1,11 @@
+"""Few-shot inversion of the SynShot prior (pivotal tuning) into a drivable avatar.
 
+Entry points: ``python -m synshot.invert`` (run.py), ``python -m synshot.invert.drive``.
+Modules: subject (folder format + validation), unwrap (UV texture from images), pti (the two
+stages), avatar (save/load/render), export (.ply, turntable, metrics), arcface (identity loss).
+"""
+
+from synshot.invert.config import InvertConfig
+from synshot.invert.subject import Subject, SubjectError, load_subject
+
+__all__ = ["InvertConfig", "Subject", "SubjectError", "load_subject"]

@@ -20,6 +20,9 @@ class Stage1Config(ConfigBase):
 
     steps: int = Field(300, ge=0)
     lr: float = Field(1e-4, ge=0)
+    # Render through the quantiser (straight-through) while searching the pivot, and freeze the
+    # quantised code as the pivot (paper). False: search and freeze a continuous z_id (PTI-like).
+    quantize: bool = True
 
 
 class Stage2Config(ConfigBase):
@@ -91,6 +94,7 @@ class InvertConfig(ConfigBase):
     subject: SubjectConfig = SubjectConfig()
     output: OutputConfig = OutputConfig()
     lpips_backbone: str | None = None  # local torchvision AlexNet/VGG state dict; None = no LPIPS term
+    lpips_net: Literal["alex", "vgg"] = "alex"
     arcface_model: str | None = None  # ONNX ArcFace (insightface layout); None = no identity terms
     texture_fill: Literal["mean_texture", "observed_mean"] = "mean_texture"
     log_every: int = Field(10, gt=0)

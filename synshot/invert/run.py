@@ -1,0 +1,146 @@
+"""End-to-end inversion of one subject folder: load, validate, two PTI stages, write every output."""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from synshot.config import dump_config
+from synshot.invert.avatar import Avatar, save_avatar
+from synshot.invert.config import InvertConfig
+from synshot.invert.export import (
+    eval_metrics,
+    export_ply,
+    peak_memory_mb,
+    render_turntable,
+    write_comparison,
+    write_metrics,
+)
+from synshot.invert.headio import HeadAdapter
+from synshot.invert.pti import Inversion, resolve_device
+from synshot.invert.subject import SubjectError, check_cameras_see_head, load_subject
+
+OUTPUT_FILES = ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json", "inputs_vs_renders.png")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_prior(path: str | Path, device: torch.device):
+    """The exported prior (head-model version checked by load_exported; errors name the file)."""
+    from synshot.model import load_exported
+
+    model, model_cfg = load_exported(path, map_location=device)
+    return model, model_cfg
+
+
+def prepare_subject(cfg: InvertConfig, subject_dir: str | Path, head: HeadAdapter | None = None):
+    """Load + validate the subject against the running head model (cameras must see the head)."""
+    import json
+
+    params_path = Path(subject_dir) / "params.json"
+    identity = None
+    if params_path.is_file():
+        try:
+            identity = json.loads(params_path.read_text()).get("identity")
+        except (json.JSONDecodeError, AttributeError):
+            identity = None  # load_subject reports the problem with the file name
+    if head is None:
+        try:
+            head = HeadAdapter(identity if isinstance(identity, dict) else None)
+        except ValueError as exc:
+            raise SubjectError(f"{params_path}: {exc}") from None
+    subject = load_subject(subject_dir, size=cfg.image_size, background=cfg.background,
+                           max_image_side=cfg.subject.max_image_side, mask_threshold=cfg.subject.mask_threshold,
+                           head_model_version=head.version, expression_names=head.expression_names)
+    check_cameras_see_head(subject, [head.vertices(f.expression) for f in subject.frames],
+                           cfg.subject.min_head_visible)
+    if subject.eval_frames:
+        check_cameras_see_head(subject, [head.vertices(f.expression) for f in subject.eval_frames],
+                               cfg.subject.min_head_visible, eval_frames=True)
+    return subject, head
+
+
+def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Path, log=print) -> dict[str, Any]:
+    """Invert ``subject_dir`` with the prior ``cfg.ckpt`` and write the outputs to ``out_dir``."""
+    start = time.perf_counter()
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, _ = load_prior(cfg.ckpt, device)
+    subject, head = prepare_subject(cfg, subject_dir)
+    for w in subject.warnings:
+        warnings.warn(w, stacklevel=2)
+    if model.cfg.uv_size < 8:
+        raise ValueError(f"{cfg.ckpt}: uv_size {model.cfg.uv_size} too small")
+    writer = None
+    if cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"))
+        writer.add_text("config", "```\n" + dump_config(cfg) + "\n```")
+    log(f"[invert] {subject.name}: {len(subject.frames)} input frames, {len(subject.eval_frames)} eval frames, "
+        f"prior {cfg.ckpt} ({sum(model.gaussian_counts().values())} Gaussians), device {device}")
+    inv = Inversion(cfg, model, head, subject, device=device, writer=writer, log=log)
+    t_prep = time.perf_counter() - start
+    s1 = inv.stage1()
+    s2 = inv.stage2()
+    renders, _ = inv.render_inputs()
+    ref = subject.frames[0]
+    w2c_refined = inv.current_w2c().detach().cpu()
+    avatar = Avatar(model=inv.model, q_id=inv.q_id, identity=head.identity_to_dict(),
+                    expression_names=head.expression_names, head_model_version=head.version,
+                    reference={"K": ref.K, "w2c": w2c_refined[0], "width": ref.width, "height": ref.height,
+                               "head_pose": ref.head_pose, "expression": ref.expression},
+                    invert_config=cfg.model_dump(mode="json"), subject=subject.name, _head=head)
+    save_avatar(out / "avatar.safetensors", avatar)
+    if cfg.output.ply:
+        export_ply(avatar, out / "avatar.ply")
+    if cfg.output.video:
+        render_turntable(avatar, out / "turntable.mp4", cfg.output.turntable_frames, cfg.output.turntable_fps,
+                         cfg.output.turntable_degrees, background=cfg.background, backend=cfg.backend)
+    metrics: dict[str, Any] = {
+        "subject": subject.name, "num_inputs": len(subject.frames), "image_size": cfg.image_size,
+        "stage1_steps": cfg.stage1.steps, "stage2_steps": cfg.stage2.steps,
+        "stage2_modules": list(cfg.stage2.modules), "device": str(device),
+        "loss_first": (s1.losses or s2.losses or [float("nan")])[0],
+        "loss_after_stage1": s1.losses[-1] if s1.losses else float("nan"),
+        "loss_final": (s2.losses or s1.losses or [float("nan")])[-1],
+        "stage1_s": s1.seconds, "stage2_s": s2.seconds, "prepare_s": t_prep,
+        "inputs_l1": float((renders - inv.inputs.rgb).abs().mean()),
+        "texture_coverage": float(inv.inputs.coverage.mean()),
+        "lpips_enabled": inv.lpips is not None, "arcface_enabled": inv.arcface is not None,
+    }
+    if cfg.refine.cameras:
+        metrics["camera_correction_rot_deg"] = float(inv.cam_delta[:, :3].norm(dim=1).max()) * 57.29578
+        metrics["camera_correction_trans_m"] = float(inv.cam_delta[:, 3:].norm(dim=1).max())
+    eval_t = eval_r = None
+    if subject.eval_frames:
+        em, eval_r, eval_t = eval_metrics(avatar, subject.eval_frames, cfg.background, cfg.backend,
+                                          lpips=inv.lpips, arcface=inv.arcface)
+        metrics.update({f"eval_{k}": v for k, v in em.items()})
+    write_comparison(out / "inputs_vs_renders.png", inv.inputs.rgb.cpu(), renders.cpu(), eval_t, eval_r)
+    metrics["wall_s"] = time.perf_counter() - start
+    metrics.update(peak_memory_mb(device))
+    write_metrics(out / "metrics.json", metrics)
+    (out / "invert_config.json").write_text(dump_config(cfg))
+    if writer is not None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                writer.add_scalar(f"metrics/{k}", v, 0)
+        writer.close()
+    log(f"[invert] done in {metrics['wall_s']:.1f} s: loss {metrics['loss_first']:.4f} -> {metrics['loss_final']:.4f}"
+        + (f", eval PSNR {metrics['eval_psnr']:.2f} dB" if "eval_psnr" in metrics else "") + f"; outputs in {out}")
+    return metrics
