@@ -19,7 +19,7 @@ import pytest
 
 from slurm.cluster.local import REPO, ClusterError, LocalCluster, cluster_up
 
-pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(300)]
 
 PREEMPT_CODE = 85  # exit code of the stand-in payload; train.sbatch is told via SYNSHOT_PREEMPT_EXIT_CODE
 
