@@ -22,6 +22,7 @@ from synshot.data import storage
 from synshot.data.schema import encode_sample, sample_key
 from synshot.data.writer import build_manifest, shard_is_complete, shard_name, write_shard
 from synshot.head.config import HeadConfig
+from synshot.raytrace.tracer import RayTraceConfig
 
 SPLITS = ("train", "val", "test")
 
@@ -58,8 +59,19 @@ class SynthConfig(ConfigBase):
     jpeg_quality: int = Field(95, ge=50, le=100)
     lighting_ids: list[int] = Field(default_factory=lambda: [0], min_length=1)
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for --out")
+    torch_threads: int = Field(1, ge=0, description="torch intra-op threads for the head model (0: torch default); "
+                               "1 is fastest on shared cores, Mitsuba has its own thread pool")
     head: HeadConfig = Field(default_factory=HeadConfig)
-    raytrace: dict[str, Any] = Field(default_factory=dict, description="extra renderer options (renderer config keys)")
+    raytrace: RayTraceConfig = Field(default_factory=RayTraceConfig, description="renderer settings; spp is set above")
+
+    @model_validator(mode="after")
+    def _one_spp(self):
+        if "spp" in self.raytrace.model_fields_set and self.raytrace.spp != self.spp:
+            raise ValueError(f"set samples per pixel once, as top-level 'spp' (raytrace.spp={self.raytrace.spp} != spp={self.spp})")
+        return self
+
+    def raytrace_config(self) -> RayTraceConfig:
+        return self.raytrace.model_copy(update={"spp": self.spp})
 
 
 # ---------------------------------------------------------------- the plan
@@ -145,24 +157,48 @@ def _to_u8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def render_seed(seed: int, identity: int, expression: int) -> int:
+    """Base of the ray tracer's per-view sampler seeds for one sample (view v uses base + v + 1)."""
+    return int(np.random.SeedSequence([int(seed), 15, int(identity), int(expression)]).generate_state(1)[0] % (2**31 - 2**16))
+
+
+def _render(tracer: Any, mesh: Any, cameras: list, lighting_id: int, size: int, seed: int) -> list:
+    """Render with sampler seeds that depend on the sample only, never on how many images this process
+    rendered before, so a shard is identical whichever array task (re-)renders it."""
+    try:
+        return tracer.render(mesh, cameras, lighting_id, width=size, height=size, seed=seed)
+    except TypeError as exc:
+        if "seed" not in str(exc):
+            raise
+    # this RayTracer numbers its renders (seed = cfg.seed * 100003 + count): pin the counter instead
+    tracer._renders = seed - tracer.cfg.seed * 100003
+    return tracer.render(mesh, cameras, lighting_id, width=size, height=size)
+
+
 def render_sample(head: Any, tracer: Any, cfg: SynthConfig, identity: int, expression: int) -> dict[str, Any]:
-    """Render sample ``(identity, expression)`` and return it encoded per the schema (``{"__key__", member: bytes}``)."""
-    from synshot import head as head_mod  # the procedural head model (synshot.head)
+    """Render sample ``(identity, expression)`` and return it encoded per the schema (``{"__key__", member: bytes}``).
+
+    Deterministic: every random choice comes from generators seeded by ``(cfg.seed, identity, expression)``.
+    Expression 0 is the neutral face when ``cfg.neutral_first``.
+    """
+    import torch
+
+    from synshot import head as head_mod
 
     rngs = sample_rngs(cfg.seed, identity, expression)
     ident = head_mod.sample_identity(rngs["identity"])
+    expr = head_mod.sample_expression(rngs["expression"])
     if cfg.neutral_first and expression == 0:
-        expr = head_mod.neutral_expression() if hasattr(head_mod, "neutral_expression") else _np(head_mod.sample_expression(rngs["expression"])) * 0
-    else:
-        expr = head_mod.sample_expression(rngs["expression"])
+        expr = torch.zeros_like(expr)
     pose = head_mod.sample_head_pose(rngs["pose"])
-    cameras = head_mod.sample_cameras(rngs["cameras"], n=cfg.views, image_size=cfg.image_size, head_pose=pose)
+    cameras = head_mod.sample_cameras(rngs["cameras"], cfg.views, cfg.image_size, cfg.image_size)
     lighting_id = int(cfg.lighting_ids[int(rngs["lighting"].integers(len(cfg.lighting_ids)))])
 
-    maps = head.uv_maps(ident, expr, cfg.uv_size)
-    mesh = head.mesh(ident, expr, pose)
-    views = tracer.render(mesh, cameras, lighting_id)
-    tex = _to_u8(np.transpose(_np(maps["tex"]), (1, 2, 0)))
+    with torch.no_grad():
+        maps = head.uv_maps(ident, expr, cfg.uv_size)
+        mesh = head.mesh(ident, expr, pose)
+    views = _render(tracer, mesh, cameras, lighting_id, cfg.image_size, render_seed(cfg.seed, identity, expression))
+    info = tracer.info() if callable(tracer.info) else tracer.info
     meta = {
         "identity": identity,
         "expression": expression,
@@ -172,15 +208,15 @@ def render_sample(head: Any, tracer: Any, cfg: SynthConfig, identity: int, expre
         "expression_names": list(head.expression_names),
         "head_pose": _np(pose).astype(float).tolist(),
         "views": [
-            {"K": _np(c.K).astype(float).tolist(), "w2c": _np(c.w2c).astype(float).tolist(), "width": int(c.width), "height": int(c.height)}
-            for c in cameras
+            {"K": _np(K).astype(float).tolist(), "w2c": _np(w2c).astype(float).tolist(), "width": cfg.image_size, "height": cfg.image_size}
+            for K, w2c in cameras
         ],
         "lighting_id": lighting_id,
-        "renderer": tracer.info(),
+        "renderer": dict(info),
     }
     return encode_sample(
         meta,
-        tex,
+        _to_u8(np.transpose(_np(maps["tex"]), (1, 2, 0))),
         _np(maps["verts"]).astype(np.float16),
         _np(maps["exp"]).astype(np.float16),
         [_to_u8(rgb) for rgb, _ in views],
@@ -232,6 +268,10 @@ def synthesize(
     start = time.perf_counter()
     rendered: list[str] = []
     if todo:
+        if cfg.torch_threads:
+            import torch
+
+            torch.set_num_threads(cfg.torch_threads)
         head, tracer = (make_renderers or default_renderers)(cfg)
         from tqdm import tqdm
 
@@ -257,10 +297,9 @@ def synthesize(
 def default_renderers(cfg: SynthConfig) -> tuple[Any, Any]:
     """The procedural head model and the Mitsuba ray tracer configured from ``cfg``."""
     from synshot.head import HeadModel
-    from synshot.raytrace import RayTracer, RayTracerConfig
+    from synshot.raytrace import RayTracer
 
-    rt_cfg = RayTracerConfig(**{"spp": cfg.spp, **cfg.raytrace})
-    return HeadModel(cfg.head), RayTracer(rt_cfg)
+    return HeadModel(cfg.head), RayTracer(cfg.raytrace_config())
 
 
 def keys_of(plan: DatasetPlan, split: str) -> list[str]:
