@@ -79,3 +79,16 @@ SUBJECT_SIZE ?= 128
 ## subjects     render held-out test subjects to subjects/ (SUBJECT_SEEDS="1001 1002 1003", SUBJECT_SIZE=128)
 subjects: setup
 	for s in $(SUBJECT_SEEDS); do $(PYTHON) -m data_tools.subject --seed $$s --size $(SUBJECT_SIZE) --out subjects/s$$s || exit 1; done
+
+# ---- data (synshot/data/, data_tools/synth.py, data_tools/inspect.py, docs/data.md) ----
+.PHONY: data inspect
+DATA_CONFIG ?= configs/data/tiny.yaml
+DATA_OUT ?= data/tiny
+## data         render the synthetic dataset (DATA_CONFIG=configs/data/tiny.yaml DATA_OUT=data/tiny [DATA_ARGS="k=v ..."]), then validate it
+data: setup
+	$(PYTHON) -m data_tools.synth --config $(DATA_CONFIG) --out $(DATA_OUT) $(DATA_ARGS)
+	$(PYTHON) -m data_tools.inspect $(DATA_OUT) --sheet results/data_sheet.png
+
+## inspect      validate a dataset and draw a contact sheet (DATA_OUT=data/tiny -> results/data_sheet.png)
+inspect: setup
+	$(PYTHON) -m data_tools.inspect $(DATA_OUT) --sheet results/data_sheet.png
