@@ -204,8 +204,9 @@ def _check_spec(cfg: LoaderConfig, sample: dict[str, Any]) -> None:
         raise DataSpecError(f"{where}: images are {w}x{h} but the loader expects image_size={cfg.image_size}")
 
 
-def worker_batches(plan: _Plan, worker: int, start: WorkerPosition) -> Iterator[dict[str, Any]]:
-    """The batches of one logical worker from ``start`` on; each carries its end position in ``_pos``."""
+def worker_batches(plan: _Plan, worker: int, start: WorkerPosition, end_epoch: int | None = None) -> Iterator[dict[str, Any]]:
+    """The batches of one logical worker from ``start`` until ``end_epoch`` (None: endless); each
+    carries its end position in ``_pos``."""
     cfg = plan.cfg
     pos = WorkerPosition(**asdict(start))
     if pos.done:
@@ -214,7 +215,7 @@ def worker_batches(plan: _Plan, worker: int, start: WorkerPosition) -> Iterator[
     pending: list[dict[str, Any]] = []
     skip = pos.item
     barren_epochs = 0  # consecutive epochs without one good sample: stop instead of spinning forever
-    while cfg.epochs is None or pos.epoch < cfg.epochs:
+    while end_epoch is None or pos.epoch < end_epoch:
         good_before = pos.samples
         for index, item in enumerate(_epoch_items(plan, pos.epoch, worker)):
             if index < skip:  # resume: drop raw items before any decoding
@@ -276,22 +277,23 @@ def worker_batches(plan: _Plan, worker: int, start: WorkerPosition) -> Iterator[
 class _WorkerDataset(torch.utils.data.IterableDataset):
     """Maps DataLoader worker ``id`` to logical worker ``(id + offset) % n`` and streams its batches."""
 
-    def __init__(self, plan: _Plan, starts: list[WorkerPosition], offset: int):
+    def __init__(self, plan: _Plan, starts: list[WorkerPosition], offset: int, end_epoch: int | None):
         super().__init__()
-        self.plan, self.starts, self.offset = plan, starts, offset
+        self.plan, self.starts, self.offset, self.end_epoch = plan, starts, offset, end_epoch
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         physical = info.id if info is not None else 0
         logical = (physical + self.offset) % self.plan.num_workers
-        return worker_batches(self.plan, logical, self.starts[logical])
+        return worker_batches(self.plan, logical, self.starts[logical], self.end_epoch)
 
 
 class StreamingLoader:
     """Iterable of batch dicts; resumable with :meth:`state_dict` / :meth:`load_state_dict`.
 
     Iterating again continues from the last delivered batch (batches prefetched but not delivered
-    are produced again). ``counters`` gives ``samples``, ``skipped``, ``shard_errors``, ``batches``.
+    are produced again); with ``epochs=N``, iterating after a finished pass starts the next N epochs
+    (like a DataLoader epoch). ``counters`` gives ``samples``, ``skipped``, ``shard_errors``, ``batches``.
     """
 
     def __init__(self, cfg: LoaderConfig, rank: int = 0, world_size: int = 1):
@@ -313,11 +315,21 @@ class StreamingLoader:
         self._positions = [WorkerPosition() for _ in range(n_logical)]
         self._next_worker = 0
         self._batches = 0
+        self._pass = 0  # finished passes of `epochs` epochs (finite mode)
 
     # ---------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        epochs = self.cfg.epochs
+        if epochs is not None and all(p.done for p in self._positions):  # the last pass ended: start the next
+            self._pass += 1
+            self._positions = [
+                WorkerPosition(epoch=self._pass * epochs, samples=p.samples, skipped=p.skipped, shard_errors=p.shard_errors)
+                for p in self._positions
+            ]
+            self._next_worker = 0
+        end_epoch = None if epochs is None else (self._pass + 1) * epochs
         offset = self._next_worker
-        dataset = _WorkerDataset(self.plan, [WorkerPosition(**asdict(p)) for p in self._positions], offset)
+        dataset = _WorkerDataset(self.plan, [WorkerPosition(**asdict(p)) for p in self._positions], offset, end_epoch)
         if self.cfg.num_workers == 0:
             source = iter(dataset)
         else:
@@ -370,6 +382,7 @@ class StreamingLoader:
             "positions": [asdict(p) for p in self._positions],
             "next_worker": self._next_worker,
             "batches": self._batches,
+            "pass": self._pass,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -389,6 +402,7 @@ class StreamingLoader:
         self._positions = [WorkerPosition(**p) for p in state["positions"]]
         self._next_worker = int(state["next_worker"])
         self._batches = int(state["batches"])
+        self._pass = int(state.get("pass", 0))
 
 
 def make_loader(cfg: LoaderConfig, rank: int = 0, world_size: int = 1) -> StreamingLoader:
