@@ -223,6 +223,9 @@ class Trainer:
                         scalars.update({k: v for k, v in out.stats.items()})
                     scalars.update(memory_stats(self.device))
                     self.tb.scalars(scalars, self.step)
+                    if bar is None:
+                        self.log(f"[train] step {self.step}/{s.max_steps} loss {self.last_loss:.5f} lr {lr:.3g} "
+                                 f"{total[0]:.2f} samples/s" if not bad else f"[train] step {self.step}/{s.max_steps} skipped")
                     win_start, win_wait, win_samples, win_images = time.perf_counter(), 0.0, 0, 0
                 if want_images and out is not None and out.images is not None and not bad:
                     self.tb.image("images/train", image_grid(*out.images, s.image_views), self.step)
