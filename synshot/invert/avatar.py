@@ -41,7 +41,7 @@ class Avatar:
         from synshot.invert.headio import HeadAdapter
 
         if self._head is None:
-            self._head = HeadAdapter(self.identity)
+            self._head = HeadAdapter(self.identity, mesh=self.invert_config.get("head_mesh", "default"))
         return self._head
 
     @property
@@ -57,7 +57,7 @@ class Avatar:
     def expression_codes(self, expressions: Tensor) -> Tensor:
         m = self.model
         s = m.cfg.uv_size
-        maps = torch.stack([self.head.uv_maps(e.cpu(), s)["exp"] for e in expressions]).to(self.device)
+        maps = self.head.exp_maps(expressions.cpu(), s).to(self.device)
         z = m.E_expr(maps / m.cfg.exp_unit)
         return m.quantizer_expr(z)[0] if m.cfg.vq else z
 

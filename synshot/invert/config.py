@@ -96,6 +96,7 @@ class InvertConfig(ConfigBase):
     lpips_backbone: str | None = None  # local torchvision AlexNet/VGG state dict; None = no LPIPS term
     lpips_net: Literal["alex", "vgg"] = "alex"
     arcface_model: str | None = None  # ONNX ArcFace (insightface layout); None = no identity terms
+    head_mesh: Literal["default", "tiny"] = "default"  # head-model mesh resolution (tiny: CPU tests)
     texture_fill: Literal["mean_texture", "observed_mean"] = "mean_texture"
     log_every: int = Field(10, gt=0)
     tensorboard: bool = True

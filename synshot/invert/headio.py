@@ -17,15 +17,16 @@ from torch import Tensor
 class HeadAdapter:
     """Wraps ``synshot.head.HeadModel`` with the identity of one subject."""
 
-    def __init__(self, identity: dict[str, Any] | None = None, head_model=None):
+    def __init__(self, identity: dict[str, Any] | None = None, head_model=None, mesh: str = "default"):
         import synshot.head as head
 
         self._head = head
-        self.model = head_model if head_model is not None else _default_head_model()
+        self.model = head_model if head_model is not None else _default_head_model(mesh)
         self.version: str = head.HEAD_MODEL_VERSION
         self.expression_names: list[str] = list(self.model.expression_names)
         self.identity_dict = identity
         self.identity = self._identity_from_dict(identity)
+        self._vert_cache: dict[tuple, Tensor] = {}
 
     def _identity_from_dict(self, identity: dict[str, Any] | None):
         cls = self._head.IdentityParams
@@ -44,33 +45,52 @@ class HeadAdapter:
     def num_expressions(self) -> int:
         return len(self.expression_names)
 
+    # Deforming the mesh is the expensive call (~1 s on a busy CPU); every map, vertex set and face
+    # point set of one expression comes from one deformation, cached for no-grad callers.
+    def vertices(self, expression: Tensor) -> Tensor:
+        """Head-frame mesh vertices (V,3) of this identity in ``expression`` (differentiable when it requires grad)."""
+        if isinstance(expression, Tensor) and expression.requires_grad:
+            return self.model.vertices(self.identity, expression.cpu()).float()
+        expression = torch.as_tensor(expression, dtype=torch.float32).detach().cpu()
+        key = tuple(round(float(x), 6) for x in expression)
+        if key not in self._vert_cache:
+            if len(self._vert_cache) > 64:
+                self._vert_cache.pop(next(iter(self._vert_cache)))
+            with torch.no_grad():
+                self._vert_cache[key] = self.model.vertices(self.identity, expression).float()
+        return self._vert_cache[key]
+
+    def _gather(self, attr: Tensor, size: int) -> Tensor:
+        from synshot.head.uvraster import gather_uv
+
+        return gather_uv(attr, self.model.faces, self.model.raster(size))
+
     def uv_maps(self, expression: Tensor, size: int) -> dict[str, Tensor]:
         """{"tex", "verts", "exp"} (3,S,S) for this identity in ``expression`` (E,) (differentiable in it)."""
-        return self.model.uv_maps(self.identity, expression, size)
+        neutral = self.vertices(torch.zeros(self.num_expressions))
+        posed = self.vertices(expression)
+        return {"tex": self.model.texture(self.identity, size), "verts": self._gather(neutral, size),
+                "exp": self._gather(posed - neutral, size)}
+
+    def exp_map(self, expression: Tensor, size: int) -> Tensor:
+        neutral = self.vertices(torch.zeros(self.num_expressions))
+        return self._gather(self.vertices(expression) - neutral, size)
 
     def exp_maps(self, expressions: Tensor, size: int) -> Tensor:
         """(N,3,S,S) expression-offset maps for (N,E) coefficients."""
-        return torch.stack([self.uv_maps(e, size)["exp"] for e in expressions])
+        return torch.stack([self.exp_map(e, size) for e in expressions])
 
     def mean_texture(self, size: int) -> Tensor:
         """Albedo of the average identity: the fill for texels no input image sees."""
-        neutral = torch.zeros(self.num_expressions)
-        return self.model.uv_maps(mean_identity(self._head), neutral, size)["tex"]
+        return self.model.texture(mean_identity(self._head), size)
 
     def region_masks(self, size: int) -> dict[str, Tensor]:
         return _region_masks(size)
 
-    def vertices(self, expression: Tensor) -> Tensor:
-        """Head-frame mesh vertices (V,3) of this identity in ``expression`` (no head pose)."""
-        mesh = self.model.mesh(self.identity, expression)
-        return torch.as_tensor(mesh.vertices, dtype=torch.float32)
-
-    def face_points(self, expression: Tensor, size: int = 64) -> Tensor:
-        """Head-frame points (P,3) of the face region (for ArcFace crops)."""
-        maps = self.uv_maps(expression, size)
-        pos = (maps["verts"] + maps["exp"]).reshape(3, -1).T
-        face = self.region_masks(size)["face"].reshape(-1).bool()
-        return pos[face].detach()
+    def face_points(self, expression: Tensor) -> Tensor:
+        """Head-frame face-region vertices (P,3) (for ArcFace crops)."""
+        face_id = list(self._head.REGION_NAMES).index("face")
+        return self.vertices(expression)[self.model.regions.cpu() == face_id]
 
 
 @lru_cache(maxsize=2)
@@ -80,11 +100,12 @@ def _region_masks(size: int) -> dict[str, Tensor]:
     return uv_region_masks(size)
 
 
-@lru_cache(maxsize=1)
-def _default_head_model():
-    from synshot.head import HeadModel
+@lru_cache(maxsize=2)
+def _default_head_model(mesh: str = "default"):
+    """One HeadModel per mesh resolution per process (building the template takes a while)."""
+    from synshot.head import HeadConfig, HeadModel
 
-    return HeadModel()
+    return HeadModel(HeadConfig.tiny() if mesh == "tiny" else HeadConfig())
 
 
 def mean_identity(head_module=None):

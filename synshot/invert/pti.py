@@ -104,12 +104,12 @@ class Inversion:
         batch = {k: v.to(d) for k, v in self.subject.stack().items()}
         rgb = batch["rgb"] * batch["mask"] + self.bg[None, :, None, None] * (1 - batch["mask"])
         neutral = torch.zeros(self.head.num_expressions)
-        verts = self.head.uv_maps(neutral, s)["verts"].to(d)
+        verts = self.head.uv_maps(neutral, s)["verts"].to(d)  # the identity's neutral shape
         masks = self.head.region_masks(s)
         valid = atlas_mask(masks).to(d)
         pos_world = []
         for i in range(rgb.shape[0]):
-            exp = self.head.uv_maps(batch["expression"][i].cpu(), s)["exp"].to(d)
+            exp = self.head.exp_map(batch["expression"][i].cpu(), s).to(d)
             pos = (verts + exp).reshape(3, -1).T
             pos_world.append(pose_points(pos, batch["head_pose"][i]).T.reshape(3, s, s))
         fill = self._fill_texture(s).to(d)
@@ -138,7 +138,7 @@ class Inversion:
 
     def exp_maps(self, expression: Tensor) -> Tensor:
         """(N,3,S,S) expression maps; differentiable in ``expression`` (head model in torch)."""
-        return torch.stack([self.head.uv_maps(e, self.uv_size)["exp"] for e in expression.cpu()]).to(self.device)
+        return self.head.exp_maps(expression.cpu(), self.uv_size).to(self.device)
 
     def encode_identity(self, quantize: bool = True) -> tuple[Tensor, Tensor]:
         """(z_id, q_id) from the current E_id weights."""

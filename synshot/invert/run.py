@@ -56,7 +56,7 @@ def prepare_subject(cfg: InvertConfig, subject_dir: str | Path, head: HeadAdapte
             identity = None  # load_subject reports the problem with the file name
     if head is None:
         try:
-            head = HeadAdapter(identity if isinstance(identity, dict) else None)
+            head = HeadAdapter(identity if isinstance(identity, dict) else None, mesh=cfg.head_mesh)
         except ValueError as exc:
             raise SubjectError(f"{params_path}: {exc}") from None
     subject = load_subject(subject_dir, size=cfg.image_size, background=cfg.background,
