@@ -202,3 +202,27 @@ def test_finite_loader_passes_and_resume_mid_pass(dataset):
     resumed = make_loader(cfg)
     resumed.load_state_dict(state)
     assert head + [b["key"] for b in resumed] == second
+
+
+def test_reader_reports_truncation_mid_member_and_at_a_boundary(tmp_path):
+    import tarfile
+
+    from synshot.data.reader import ShardFailure, iter_shard
+
+    record = write_shard(str(tmp_path), "train", 0, [encoded(i, 0) for i in range(4)])
+    path = tmp_path / "train-000000.tar"
+    data = path.read_bytes()
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+    # cut inside the data of a member of the third sample: a read error after the cut sample
+    third = next(m for m in members if m.name.startswith("000002_0000.rgb"))
+    (tmp_path / "mid.tar").write_bytes(data[: third.offset_data + third.size // 2])
+    items = list(iter_shard(str(tmp_path / "mid.tar"), expected_samples=4))
+    assert [i["__key__"] for i in items[:-1]] == ["000000_0000", "000001_0000", "000002_0000"]
+    assert isinstance(items[-1], ShardFailure) and "read error" in items[-1].message
+    # cut exactly between samples: tar stream mode ends silently; the manifest count catches it
+    fourth = next(m for m in members if m.name.startswith("000003_0000"))
+    (tmp_path / "edge.tar").write_bytes(data[: fourth.offset])
+    items = list(iter_shard(str(tmp_path / "edge.tar"), expected_samples=record["num_samples"]))
+    assert [i["__key__"] for i in items[:-1]] == ["000000_0000", "000001_0000", "000002_0000"]
+    assert isinstance(items[-1], ShardFailure) and "holds 3 samples but the manifest says 4" in items[-1].message
