@@ -26,7 +26,7 @@ from slurm.cluster.local import REPO, ClusterError, LocalCluster, cluster_up
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(900)]
 
-STEPS = 8
+STEPS = 12
 SEED = 3
 JOB_TIMEOUT = 300  # s, per job, including a requeue; jobs are cancelled when it expires
 
@@ -62,11 +62,25 @@ def overrides(work: Path, name: str) -> list[str]:
         f"name={name}", f"out_dir={work / 'runs'}", f"data.url={work / 'data'}", "data.image_size=32",
         "model.uv_size=32", f"max_steps={STEPS}", f"seed={SEED}", "optim.warmup_steps=2",
         "checkpoint.every_n_steps=2", "checkpoint.keep_last=3", "logging.every_n_steps=1",
-        "logging.image_every_n_steps=4", "logging.val_every_n_steps=4", "logging.val_samples=2",
+        "logging.image_every_n_steps=6", "logging.val_every_n_steps=6", "logging.val_samples=2",
     ]  # fmt: skip
 
 
 JOB_ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+# The emulated nodes share this machine: on a GPU machine the fake GRES would hand both ranks the
+# same real GPU 0 (NCCL refuses duplicate GPUs). There, each task runs the trainer with CUDA hidden.
+CPU_TRAIN = "import os, runpy\nos.environ['CUDA_VISIBLE_DEVICES'] = ''\nrunpy.run_module('train', run_name='__main__')\n"
+
+
+def _train_module(work: Path) -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "train"
+    (work / "pkg").mkdir(exist_ok=True)
+    (work / "pkg" / "cpu_train.py").write_text(CPU_TRAIN)
+    JOB_ENV["PYTHONPATH"] = f"{REPO}{os.pathsep}{work / 'pkg'}"
+    return "cpu_train"
 
 
 def sbatch_train(cluster: LocalCluster, work: Path, name: str) -> tuple[int, Path]:
@@ -75,7 +89,7 @@ def sbatch_train(cluster: LocalCluster, work: Path, name: str) -> tuple[int, Pat
         "--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1", "--time=15",
         f"--output={log}", f"--job-name={name}",
         str(REPO / "slurm" / "train.sbatch"), "--config", "configs/train/tiny.yaml", *overrides(work, name),
-        cwd=REPO, env=JOB_ENV,
+        cwd=REPO, env={**JOB_ENV, "SYNSHOT_TRAIN_MODULE": _train_module(work)},
     )  # fmt: skip
     return job, log
 
@@ -182,8 +196,9 @@ def test_submitit_interrupt_requeues_and_finishes(cluster, work, reference, monk
     cfg = SubmitConfig(
         config="configs/train/tiny.yaml", overrides=overrides(work, "sub"), nodes=2, gpus_per_node=1,
         cpus_per_task=1, time_min=15, signal_delay_s=60, folder=str(work / "submitit" / "%j"),
-        python=sys.executable,
+        python=sys.executable, module=_train_module(work),
     )  # fmt: skip
+    monkeypatch.setenv("PYTHONPATH", JOB_ENV["PYTHONPATH"])
     t0 = time.monotonic()
     monkeypatch.chdir(REPO)
     job = submit(cfg)
