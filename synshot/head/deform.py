@@ -107,10 +107,10 @@ class Deformer:
         yb, yt = 0.030, -0.010 - 0.003 * f[F["nose_length"]]
         t = ((yb - y) / (yb - yt)).clamp(0, 1)
         h_bridge = 0.006 * (1 + 0.35 * f[F["nose_bridge"]])
-        h_tip = 0.021 * (1 + 0.12 * f[F["nose_length"]])
+        h_tip = 0.025 * (1 + 0.12 * f[F["nose_length"]])
         h = h_bridge + (h_tip - h_bridge) * t ** 1.5
         fade = torch.exp(-((y - yb).clamp(min=0) / 0.008) ** 2) * torch.exp(-((yt - y).clamp(min=0) / 0.0065) ** 2)
-        wn = (0.0055 + 0.0055 * t) * (1 + 0.12 * f[F["nose_width"]])
+        wn = (0.0058 + 0.0062 * t) * (1 + 0.12 * f[F["nose_width"]])
         nose = h * fade * torch.exp(-0.5 * (x / wn) ** 2)
         ala_x = 0.0125 * (1 + 0.15 * f[F["nose_width"]])
         nose = nose + 0.0065 * _g(ax, y, 0.0, 0.0, 1.0, 1.0) * torch.exp(
@@ -118,7 +118,7 @@ class Deformer:
         nose = nose + 0.004 * torch.exp(-(x ** 2 + (y - yt) ** 2) / (2 * 0.0065 ** 2))
         bump = nose
         bump = bump + 0.0028 * (1 + 0.4 * f[F["brow_ridge"]]) * _g(ax, y, 0.03, 0.046, 0.02, 0.008)
-        bump = bump + 0.003 * _g(ax, y, 0.045, -0.005, 0.016, 0.014)
+        bump = bump + 0.005 * _g(ax, y, 0.045, -0.003, 0.016, 0.013)                   # cheekbones
         bump = bump + 0.004 * f[F["cheek_fullness"]] * _g(ax, y, 0.042, -0.03, 0.02, 0.02)
         bump = bump + 0.003 * _g(x, y, 0.0, -0.085, 0.012, 0.01)
         bump = bump + 0.0015 * age * _g(ax, y, EYE_X, 0.012, 0.008, 0.005)             # eye bags

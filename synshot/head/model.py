@@ -17,7 +17,7 @@ from synshot.head.params import sample_expression as _sample_expression
 from synshot.head.params import sample_head_pose as _sample_head_pose
 from synshot.head.params import sample_identity as _sample_identity
 from synshot.head.template import PART_NAMES, REGION_NAMES, Template, build_template
-from synshot.head.texture import synthesize_albedo
+from synshot.head.texture import NoiseBank, synthesize_albedo
 from synshot.head.uvraster import UVRaster, gather_uv, rasterize_uv
 
 HEAD_MODEL_VERSION = "synhead-1"
@@ -101,7 +101,8 @@ class HeadModel:
         self.parts = torch.as_tensor(t.part, device=self.device)
         self._rasters: dict[int, UVRaster] = {}
         self._texel_attrs: dict[int, dict[str, np.ndarray]] = {}
-        self._tex_cache: dict[tuple[str, int], torch.Tensor] = {}
+        self._tex_cache: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._banks: dict[int, NoiseBank] = {}
 
     @property
     def n_verts(self) -> int:
@@ -154,7 +155,8 @@ class HeadModel:
         syn = size if size >= 256 else 2 * size
         a = self._attrs(syn)
         img = np.zeros((syn, syn, 3), dtype=np.float32)
-        img[a["mask"]] = synthesize_albedo(identity, self.template, a)
+        bank = self._banks.setdefault(syn, NoiseBank())
+        img[a["mask"]] = synthesize_albedo(identity, self.template, a, bank)
         t = torch.from_numpy(img).permute(2, 0, 1)
         if syn != size:
             m = torch.from_numpy(a["mask"].astype(np.float32))[None]

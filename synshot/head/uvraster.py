@@ -6,7 +6,7 @@ a UV map is then a differentiable gather ``sum_k bary_k * attr[face_k]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ class UVRaster:
     size: int
     tri: np.ndarray        # (S, S) int64 triangle index, -1 outside the atlas
     bary: np.ndarray       # (S, S, 3) float32 barycentric weights (0 outside)
+    _torch: dict = field(default_factory=dict, repr=False)   # cached gather indices/weights
 
     @property
     def mask(self) -> np.ndarray:
@@ -72,10 +73,12 @@ def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int, chunk: int = 2_00
 def gather_uv(attr: torch.Tensor, faces: torch.Tensor, raster: UVRaster) -> torch.Tensor:
     """(V, C) per-vertex attribute -> (C, S, S) UV map, 0 outside the atlas; differentiable in ``attr``."""
     S = raster.size
-    tri = torch.as_tensor(raster.tri, device=attr.device)
-    mask = tri >= 0
-    idx = faces.to(attr.device)[tri.clamp(min=0)]                    # (S, S, 3)
-    bary = torch.as_tensor(raster.bary, device=attr.device, dtype=attr.dtype)
-    vals = (attr[idx] * bary[..., None]).sum(2)                      # (S, S, C)
-    vals = vals * mask[..., None].to(attr.dtype)
-    return vals.permute(2, 0, 1).reshape(attr.shape[1], S, S)
+    key = (str(attr.device), attr.dtype, faces.data_ptr())
+    if raster._torch.get("key") != key:
+        tri = torch.as_tensor(raster.tri, device=attr.device)
+        raster._torch = {"key": key, "idx": faces.to(attr.device)[tri.clamp(min=0)].reshape(-1),
+                         "w": (torch.as_tensor(raster.bary, device=attr.device, dtype=attr.dtype)
+                               * (tri >= 0)[..., None].to(attr.dtype)).reshape(-1, 3, 1)}
+    idx, w = raster._torch["idx"], raster._torch["w"]
+    vals = (attr[idx].reshape(-1, 3, attr.shape[1]) * w).sum(1)     # (S*S, C), 0 outside the atlas
+    return vals.T.reshape(attr.shape[1], S, S)

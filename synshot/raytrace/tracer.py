@@ -41,7 +41,7 @@ class RayTraceConfig(ConfigBase):
     spp: int = Field(16, ge=1, le=4096)
     max_depth: int = Field(4, ge=2, le=16)
     env_height: int = Field(64, ge=8, le=1024, description="environment map height (width = 2x)")
-    brightness: float = Field(1.0, gt=0)
+    brightness: float = Field(1.6, gt=0, description="scales the environment (1: frontal irradiance pi)")
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)   # sRGB, composited with the alpha mask
     seed: int = 0
 
@@ -191,8 +191,13 @@ class RayTracer:
 
     # ---- render ---------------------------------------------------------------------------
     def render(self, mesh: HeadMesh, cameras: Sequence[tuple[np.ndarray, np.ndarray]], lighting_id: int,
-               width: int | None = None, height: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Path-trace ``mesh`` from each ``(K, w2c)``; image size defaults to (2 cx, 2 cy) of the first K."""
+               width: int | None = None, height: int | None = None,
+               seed: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Path-trace ``mesh`` from each ``(K, w2c)``; image size defaults to (2 cx, 2 cy) of the first K.
+
+        ``seed``: view ``v`` uses sampler seed ``seed + v + 1`` (reproducible per sample whatever was
+        rendered before); ``None`` numbers renders per tracer from ``cfg.seed``.
+        """
         if len(cameras) == 0:
             raise ValueError("render: need at least one camera")
         K0 = np.asarray(cameras[0][0])
@@ -214,7 +219,8 @@ class RayTracer:
             self._params["sensor.principal_point_offset_y"] = ppy
             self._params.update()
             self._renders += 1
-            img = np.array(self.mi.render(self._scene, seed=self.cfg.seed * 100003 + self._renders, spp=self.cfg.spp))
+            s = (self.cfg.seed * 100003 + self._renders) if seed is None else int(seed) + v + 1
+            img = np.array(self.mi.render(self._scene, seed=s % 2**32, spp=self.cfg.spp))
             alpha = np.clip(img[..., 3:4], 0, 1)
             rgb = img[..., :3] + (1 - alpha) * bg
             out.append(((linear_to_srgb(rgb) * 255 + 0.5).astype(np.uint8),
