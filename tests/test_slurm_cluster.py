@@ -194,3 +194,27 @@ def test_submitit_task_interrupt_requeues_and_resumes(cluster: LocalCluster, pay
     assert len(second) == 2 and 0 < second[0]["start"] < 40, recs
     assert all(r["launcher"] == "torchrun" and r["master"] == "n1" for r in recs), recs  # RANK/WORLD_SIZE from JobEnvironment
     assert "Requeued job" in text, text
+
+
+def test_scancel_checkpoints_but_does_not_requeue(cluster: LocalCluster, payload, tmp_path: Path):
+    """SIGTERM (scancel) means stop: the payload still checkpoints, the batch shell must not requeue."""
+    out = tmp_path / "out"
+    job = cluster.sbatch(
+        "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--time=15",
+        f"--output={tmp_path}/job-%j.out",
+        str(REPO / "slurm" / "train.sbatch"), str(out), "200", "0.25",
+        cwd=REPO, env=payload,
+    )  # fmt: skip
+    logf = tmp_path / f"job-{job}.out"
+    deadline = time.monotonic() + 90
+    while not (out / "running").exists():
+        assert time.monotonic() < deadline, f"payload never started\n{logf.read_text() if logf.exists() else ''}"
+        time.sleep(0.3)
+    cluster.run("scancel", str(job))
+    info = cluster.wait(job, 60, log=logf)
+    time.sleep(1)  # let the batch shell finish its last log line
+    log = logf.read_text()
+    assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", log
+    assert (out / "ckpt.json").exists(), log  # the tasks got SIGTERM and checkpointed within KillWait
+    assert "not requeueing from here" in log, log
+    assert not (out / "done.json").exists()
