@@ -18,6 +18,7 @@ case "${1:-}" in
     *) echo "usage: $0 [--purge]" >&2; exit 2 ;;
 esac
 export SLURM_CONF="$LAB/etc/slurm.conf"
+if [ -d "$LAB/run" ]; then exec 9>"$LAB/run/.lock"; flock -w 120 9 || { log "another up.sh/down.sh holds the lock"; exit 1; }; fi
 
 if [ -e "$SLURM_CONF" ] && alive "$LAB/run/slurmctld.pid" slurmctld; then
     jobs=$(squeue -h -o %i 2>/dev/null || true)

@@ -76,6 +76,9 @@ if [ "$DBD" != 0 ]; then
 fi
 
 mkdir -p "$LAB"/{etc,state/ctld,state/d,run,log,fakegpu,jobs}
+# Several test sessions may call up.sh at once: one at a time.
+exec 9>"$LAB/run/.lock"
+flock -w 120 9 || die "another up.sh/down.sh holds $LAB/run/.lock for more than 120 s"
 HOST=$(hostname -s)
 
 # ---------------------------------------------------------------- /etc/hosts
@@ -110,20 +113,16 @@ else
 JobAcctGatherType=jobacct_gather/none"
 fi
 
-render() {  # render TEMPLATE > OUT, replacing @KEY@ by the shell variable KEY
-    python3 - "$1" "$2" <<'PY'
-import os, re, sys
-text = open(sys.argv[1]).read()
-def sub(m):
-    key = m.group(1)
-    if key not in os.environ:
-        sys.exit(f"up.sh: template {sys.argv[1]} uses @{key}@ which up.sh does not define")
-    return os.environ[key]
-open(sys.argv[2], "w").write(re.sub(r"@([A-Z_]+)@", sub, text))
-PY
+render() {  # render TEMPLATE OUT: replace each @KEY@ by the value of the shell variable KEY (pure bash)
+    local text key
+    text=$(<"$1")
+    for key in LAB HOST NODES CTLD_PORT DBD_PORT NODE_LIST NODE_LINES ACCOUNTING DB_NAME DB_USER DB_PASS GPU_MAX; do
+        text=${text//@$key@/${!key}}
+    done
+    if [[ "$text" =~ @[A-Z_]+@ ]]; then die "template $1 uses ${BASH_REMATCH[0]} which up.sh does not define"; fi
+    printf '%s\n' "$text" > "$2"
 }
-export LAB HOST NODES CTLD_PORT DBD_PORT NODE_LIST NODE_LINES ACCOUNTING DB_NAME DB_USER DB_PASS
-export GPU_MAX=$((GPUS - 1))
+GPU_MAX=$((GPUS - 1))
 changed=0
 install_conf() {  # install_conf TEMPLATE NAME [MODE]: write $LAB/etc/NAME, set changed=1 when it differs
     render "$HERE/$1" "$LAB/etc/$2.new"
