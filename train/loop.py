@@ -210,6 +210,11 @@ class Trainer:
                                          device=self.device)
                     per_gpu = rates.tolist()
                     total = _all_reduce(rates).tolist()
+                    if terms_acc:  # mean over ranks (all ranks have the same keys: they skip together)
+                        keys = sorted(terms_acc)
+                        t = torch.tensor([terms_acc[k] for k in keys], dtype=torch.float64, device=self.device)
+                        terms_acc = dict(zip(keys, (_all_reduce(t) / self.world_size).tolist()))
+                        self.last_loss = terms_acc.get("total", self.last_loss)
                     scalars: dict[str, Any] = {f"loss/{k}": v for k, v in terms_acc.items()}
                     scalars.update({
                         "opt/lr": lr,
