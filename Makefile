@@ -92,3 +92,22 @@ data: setup
 ## inspect      validate a dataset and draw a contact sheet (DATA_OUT=data/tiny -> results/data_sheet.png)
 inspect: setup
 	$(PYTHON) -m data_tools.inspect $(DATA_OUT) --sheet results/data_sheet.png
+
+# ---- training (train/, configs/train/, synshot/bench/train.py, docs/training.md) ----
+.PHONY: train export tensorboard
+CONFIG ?= configs/train/tiny.yaml
+NPROC ?= 1
+TB_PORT ?= 6006
+TB_HOST ?= 127.0.0.1
+## train        train the prior: make train [CONFIG=configs/train/tiny.yaml] [NPROC=1|n: torchrun] [ARGS="key=value ..."]
+train: setup
+	$(if $(filter 1,$(NPROC)),$(PYTHON) -m train,$(PYTHON) -m torch.distributed.run --standalone --nproc_per_node $(NPROC) -m train) --config $(CONFIG) $(ARGS)
+
+## export       consolidate a run's latest checkpoint: make export RUN=runs/tiny [OUT=runs/tiny/prior.safetensors]
+export: setup
+	@test -n "$(RUN)" || { echo "usage: make export RUN=runs/NAME [OUT=file.safetensors]"; exit 2; }
+	$(PYTHON) -m train.export --ckpt $(RUN) --out $(or $(OUT),$(RUN)/prior.safetensors)
+
+## tensorboard  serve TensorBoard: make tensorboard [RUN=runs/tiny] (default: all of runs/) [TB_PORT=6006 TB_HOST=127.0.0.1]
+tensorboard: setup
+	$(BIN)/tensorboard --logdir $(if $(RUN),$(RUN)/tb,runs) --port $(TB_PORT) --host $(TB_HOST)
