@@ -292,13 +292,23 @@ def test_batched_cameras_equal_single_cameras_images_and_gradients():
         torch.testing.assert_close(g, a, atol=1e-10, rtol=1e-8)
 
 
-@pytest.mark.parametrize("tile_size,max_pairs", [(8, 64), (16, 1 << 22), (16, 300)])
+@pytest.mark.parametrize("tile_size,max_pairs", [(None, 1 << 22), (4, 1 << 22), (8, 64), (16, 1 << 22), (16, 300)])
 def test_tiling_and_chunking_do_not_change_results(tile_size, max_pairs):
     means, quats, scales, opac, sh, vm, Ks = make_scene(n=16, cams=2, sh_k=4, seed=6, width=37, height=21)
     ref = reference_render(means, quats, scales, opac, sh, vm, Ks, 37, 21, sh_degree=1)
     out = rasterize_torch(means, quats, scales, opac, sh, vm, Ks, 37, 21, sh_degree=1, tile_size=tile_size,
                           max_pairs=max_pairs)
     assert_close_render(out, ref, atol=1e-9)
+
+
+def test_choose_tile_size_follows_splat_size():
+    from synshot.render.tiles import choose_tile_size
+
+    g = torch.Generator().manual_seed(0)
+    means2d = torch.rand(500, 2, generator=g) * 128
+    assert choose_tile_size(means2d, torch.full((500, 2), 2), 128, 128) == 4  # tiny splats: small tiles
+    assert choose_tile_size(means2d, torch.full((500, 2), 40), 128, 128) == 16  # big splats: big tiles
+    assert choose_tile_size(means2d[:0], torch.zeros(0, 2), 128, 128) == 16
 
 
 def test_projection_matches_gsplat_torch_reference():
@@ -403,6 +413,8 @@ def test_bad_inputs_raise_clear_errors():
         rasterize(means, quats, scales, opac, sh[:, :3], vm, Ks, 20, 16)
     with pytest.raises(ValueError, match="backgrounds must be"):
         rasterize(means, quats, scales, opac, sh, vm, Ks, 20, 16, backgrounds=torch.zeros(3))
+    with pytest.raises(ValueError, match="tile_size must be"):
+        rasterize(means, quats, scales, opac, sh, vm, Ks, 20, 16, tile_size=0)
     with pytest.raises(ValueError, match="backend must be"):
         rasterize(means, quats, scales, opac, sh, vm, Ks, 20, 16, backend="cuda")
     if not torch.cuda.is_available():

@@ -22,6 +22,8 @@ Speed on CPU comes from three choices (docs/render.md has the measurements):
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -31,6 +33,7 @@ from synshot.render.tiles import TilePlan
 MAX_ALPHA = 0.999
 T_EPS = 1e-4
 S_MIN = -6.0  # exp(-6) = 0.0025 < 1/255: clamping the exponent here never changes an alpha
+LOG_MAX_ALPHA = math.log(MAX_ALPHA)
 
 
 def _basis(ts: int, dtype, device) -> Tensor:
@@ -66,17 +69,27 @@ def _coefs(geo: Tensor, plan: TilePlan, tiles: Tensor):
     return coef, mx, my
 
 
-def _forward_chunk(coef: Tensor, basis: Tensor):
-    """alpha, raw o*exp(-sigma), 1-alpha, exclusive transmittance, weights; all (T,P,K)."""
-    s = torch.matmul(basis, coef.transpose(1, 2))  # (T,P,K)
-    raw = s.clamp_min_(S_MIN).exp_()
-    alpha = raw.clamp_max(MAX_ALPHA).masked_fill_(raw < ALPHA_THRESHOLD, 0.0)
+def _forward_chunk(coef: Tensor, basis: Tensor, clamp: bool):
+    """alpha, 1-alpha, exclusive transmittance, weights, cut-off mask and clamp mask; (T,P,K).
+
+    ``clamp`` is False when no opacity in the chunk reaches 0.999, which skips the clamp pass.
+    """
+    alpha = torch.matmul(basis, coef.transpose(1, 2)).clamp_min_(S_MIN).exp_()  # o exp(-sigma)
+    alpha.masked_fill_(alpha < ALPHA_THRESHOLD, 0.0)
+    clamped = None
+    if clamp:
+        clamped = alpha > MAX_ALPHA
+        alpha.clamp_max_(MAX_ALPHA)
     om = 1.0 - alpha
     t_incl = torch.cumprod(om, -1)
-    t_excl = t_incl.div_(om)  # in place: t_incl is not needed beyond the mask below
-    incl = t_excl * om > T_EPS
-    w = (alpha * t_excl).masked_fill_(~incl, 0.0)
-    return alpha, raw, om, t_excl, w, incl
+    excl = t_incl <= T_EPS  # a suffix in K: the pixel stopped before these Gaussians
+    t_excl = t_incl.div_(om)  # in place: prod_{j<i} (1 - a_j)
+    w = (alpha * t_excl).masked_fill_(excl, 0.0)
+    return alpha, om, t_excl, w, excl, clamped
+
+
+def _needs_clamp(g: Tensor) -> bool:
+    return bool((g[..., 5] > LOG_MAX_ALPHA).any())
 
 
 class _Composite(torch.autograd.Function):
@@ -90,10 +103,13 @@ class _Composite(torch.autograd.Function):
         basis = _basis(plan.tile_size, dt, dev)
         out = torch.zeros(plan.num_tiles, P, D + 1, dtype=dt, device=dev)
         for ch in plan.chunks:
-            coef, _, _ = _coefs(geo[ch.idx], plan, ch.tiles)
-            alpha, raw, om, t_excl, w, incl = _forward_chunk(coef, basis)
-            del alpha, raw, om, t_excl
-            ch.k_used = int(incl.sum(-1).max()) if incl.numel() else 0
+            g = geo[ch.idx]
+            coef, _, _ = _coefs(g, plan, ch.tiles)
+            alpha, om, t_excl, w, excl, _ = _forward_chunk(coef, basis, _needs_clamp(g))
+            del alpha, om, t_excl
+            # list positions the backward must revisit: up to the last Gaussian any pixel used
+            used = (w > 0).any(1)  # (T,K)
+            ch.k_used = int(used.shape[1] - used.flip(1).int().argmax(1).min()) if bool(used.any()) else 0
             res = torch.bmm(w, ft[ch.idx])  # (T,P,D)
             out[ch.tiles] = torch.cat([res, w.sum(-1, keepdim=True)], -1)
         ctx.plan = plan
@@ -115,18 +131,20 @@ class _Composite(torch.autograd.Function):
             idx = ch.idx[:, : max(ch.k_used, 1)]
             g = geo[idx]
             coef, mx, my = _coefs(g, plan, ch.tiles)
-            alpha, raw, om, t_excl, w, incl = _forward_chunk(coef, basis)
+            alpha, om, t_excl, w, excl, clamped = _forward_chunk(coef, basis, _needs_clamp(g))
+            del t_excl
             go = grad_out[ch.tiles]  # (T,P,D+1)
             gf, ga = go[..., :D], go[..., D:]
             fg = ft[idx]  # (T,K,D)
             # dL/dw_i = f_i . G + G_alpha, (T,P,K)
             gdot = torch.baddbmm(ga, gf, fg.transpose(1, 2))
-            wg = w * gdot
+            wg = gdot.mul_(w)
             suffix = wg.sum(-1, keepdim=True) - torch.cumsum(wg, -1)  # sum_{j>i} w_j g_j
-            v_alpha = t_excl.mul_(gdot).sub_(suffix.div_(om))
-            # d alpha / d s = raw where the alpha was used and not clamped
-            active = (w > 0) & (raw < MAX_ALPHA)
-            v_s = v_alpha.mul_(raw).masked_fill_(~active, 0.0)
+            # dL/ds_i = a_i dL/da_i = a_i T_i g_i - a_i S_i / (1 - a_i) = w_i g_i - S_i a_i / (1 - a_i)
+            ratio = alpha.div_(om).masked_fill_(excl, 0.0)
+            v_s = wg.sub_(suffix.mul_(ratio))
+            if clamped is not None:
+                v_s.masked_fill_(clamped, 0.0)  # alpha = 0.999 does not depend on s
             gk = torch.matmul(v_s.transpose(1, 2), basis)  # (T,K,6)
             gfeat = torch.bmm(w.transpose(1, 2), gf)  # (T,K,D)
             a, b, c = g[..., 2], g[..., 3], g[..., 4]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 from pydantic import Field, model_validator
@@ -14,7 +14,7 @@ class RenderConfig(ConfigBase):
     """Backend choice, tiling and clipping planes, background colour (sRGB in [0, 1])."""
 
     backend: Literal["auto", "torch", "gsplat"] = "auto"
-    tile_size: int = Field(16, gt=0, le=64)
+    tile_size: Optional[int] = Field(None, gt=0, le=64)  # None: backend's choice (speed only)
     near_plane: float = Field(0.01, gt=0.0)
     far_plane: float = Field(100.0, gt=0.0)
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from synshot.render.composite import composite
 from synshot.render.project import eval_sh_colors, project
-from synshot.render.tiles import DEFAULT_MAX_PAIRS, build_plan
+from synshot.render.tiles import DEFAULT_MAX_PAIRS, build_plan, choose_tile_size
 
 Backend = Literal["auto", "torch", "gsplat"]
 
@@ -84,7 +84,7 @@ def rasterize(
     sh_degree: Optional[int] = None,
     backgrounds: Optional[Tensor] = None,
     backend: Backend = "auto",
-    tile_size: int = 16,
+    tile_size: Optional[int] = None,
     near_plane: float = 0.01,
     far_plane: float = 100.0,
 ) -> RenderOutput:
@@ -93,7 +93,11 @@ def rasterize(
     ``colors`` (N,3) are used as RGB as is; (N,K,3) are SH coefficients evaluated at degree
     ``sh_degree`` (default: sqrt(K)-1) from the camera centre, plus 0.5, clamped at 0.
     ``viewmats`` are OpenCV world-to-camera matrices, ``Ks`` pixel intrinsics (pixel centres at +0.5).
+    ``tile_size`` only changes speed: None = the backend's choice (gsplat 16; torch picks 4, 8 or 16
+    from the projected splat sizes, see ``choose_tile_size``).
     """
+    if tile_size is not None and not 1 <= int(tile_size) <= 64:
+        raise ValueError(f"rasterize: tile_size must be in 1..64 or None, got {tile_size}")
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds)
     if backend not in ("auto", "torch", "gsplat"):
         raise ValueError(f"rasterize: backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
@@ -102,7 +106,7 @@ def rasterize(
     if backend == "gsplat":
         return _rasterize_gsplat(
             means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
-            _sh_degree(colors, sh_degree), backgrounds, tile_size, near_plane, far_plane,
+            _sh_degree(colors, sh_degree), backgrounds, tile_size or 16, near_plane, far_plane,
         )
     return rasterize_torch(
         means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
@@ -113,7 +117,7 @@ def rasterize(
 
 def rasterize_torch(
     means, quats, scales, opacities, colors, viewmats, Ks, width, height, *, sh_degree=None,
-    backgrounds=None, tile_size=16, near_plane=0.01, far_plane=100.0, max_pairs: int = DEFAULT_MAX_PAIRS,
+    backgrounds=None, tile_size=None, near_plane=0.01, far_plane=100.0, max_pairs: int = DEFAULT_MAX_PAIRS,
 ) -> RenderOutput:
     """Pure-PyTorch backend (inputs already validated); ``max_pairs`` bounds memory per chunk."""
     C = viewmats.shape[0]
@@ -126,7 +130,9 @@ def rasterize_torch(
     else:
         rgb_rows = colors[p.gid]
     feats = torch.cat([rgb_rows, p.depths[:, None]], -1)
-    plan = build_plan(p.means2d, p.radii, p.depths, p.cam, C, width, height, tile_size, max_pairs)
+    if tile_size is None:
+        tile_size = choose_tile_size(p.means2d, p.radii, width, height)
+    plan = build_plan(p.means2d, p.radii, p.depths, p.cam, C, width, height, int(tile_size), max_pairs)
     img = composite(p.means2d, p.conics, p.opacities, feats, plan)[:, :height, :width]
     rgb, depth_acc, alpha = img[..., :3], img[..., 3:4], img[..., 4:5]
     if backgrounds is not None:

@@ -98,3 +98,30 @@ def build_plan(
             plan.chunks.append(Chunk(tiles, idx))
             i += n
     return plan
+
+
+def _tile_counts(means2d: Tensor, radii: Tensor, width: int, height: int, tile_size: int) -> Tensor:
+    tx_n = (width + tile_size - 1) // tile_size
+    ty_n = (height + tile_size - 1) // tile_size
+    m = means2d.detach() / tile_size
+    r = radii.to(m.dtype) / tile_size
+    nx = torch.ceil(m[:, 0] + r[:, 0]).clamp(0, tx_n) - torch.floor(m[:, 0] - r[:, 0]).clamp(0, tx_n)
+    ny = torch.ceil(m[:, 1] + r[:, 1]).clamp(0, ty_n) - torch.floor(m[:, 1] - r[:, 1]).clamp(0, ty_n)
+    return nx * ny
+
+
+def choose_tile_size(
+    means2d: Tensor, radii: Tensor, width: int, height: int, candidates=(4, 8, 16), isect_cost: float = 16.0
+) -> int:
+    """Tile size with the least estimated work: Gaussian-pixel pairs + ``isect_cost`` per intersection.
+
+    Small splats waste most of a big tile (the pairs term), big splats make many intersections with
+    small tiles (the per-intersection gather/scatter term). ``isect_cost`` was fitted on CPU timings
+    of 4/8/16-pixel tiles (docs/render.md).
+    """
+    if means2d.shape[0] == 0:
+        return candidates[-1]
+    with torch.no_grad():
+        costs = [float(_tile_counts(means2d, radii, width, height, ts).sum()) * (ts * ts + isect_cost)
+                 for ts in candidates]
+    return candidates[min(range(len(candidates)), key=costs.__getitem__)]
