@@ -366,6 +366,56 @@ def test_gradients_match_finite_differences(sh):
     _fd_check(loss, params)
 
 
+@pytest.mark.parametrize("scene", ["saturating", "random_sh"])
+def test_gradients_match_autograd_through_dense_reference(scene):
+    """Custom backward == autograd of the independent dense reference, incl. the 1e-4 cut-off and 0.999 clamp."""
+    dt = torch.float64
+    if scene == "saturating":
+        n = 8
+        g = torch.Generator().manual_seed(13)
+        means = torch.stack([0.03 * torch.randn(n, generator=g, dtype=dt), 0.03 * torch.randn(n, generator=g, dtype=dt),
+                             torch.linspace(0.0, 0.4, n, dtype=dt)], -1)
+        quats = torch.randn(n, 4, generator=g, dtype=dt)
+        scales = 0.08 + 0.04 * torch.rand(n, 3, generator=g, dtype=dt)
+        opac = torch.full((n,), 0.97, dtype=dt)
+        opac[0] = 0.9995  # above the clamp
+        colors, sh_degree = torch.rand(n, 3, generator=g, dtype=dt), None
+        vm = torch.eye(4, dtype=dt).repeat(2, 1, 1)
+        vm[:, 2, 3] = 1.0
+        vm[1, 0, 3] = 0.05
+        Ks = torch.tensor([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]], dtype=dt).repeat(2, 1, 1)
+    else:
+        means, quats, scales, opac, colors, vm, Ks = make_scene(n=12, cams=2, width=16, height=16, seed=14, sh_k=16)
+        sh_degree = 3
+    bg = torch.tensor([[0.3, 0.6, 0.2], [0.9, 0.1, 0.5]], dtype=dt)
+    g = torch.Generator().manual_seed(15)
+    w_rgb, w_a, w_d = (torch.rand(2, 16, 16, k, generator=g, dtype=dt) for k in (3, 1, 1))
+    grads = {}
+    for name, fn in (("ours", rasterize), ("ref", reference_render)):
+        ps = [t.clone().requires_grad_() for t in (means, quats, scales, opac, colors)]
+        if name == "ours":
+            out = fn(*ps, vm, Ks, 16, 16, sh_degree=sh_degree, backgrounds=bg)
+        else:
+            out = fn(*ps, vm, Ks, 16, 16, sh_degree=sh_degree, bg=bg)
+        ((out.rgb * w_rgb).sum() + (out.alpha * w_a).sum() + 0.1 * (out.depth * w_d).sum()).backward()
+        grads[name] = [p.grad for p in ps]
+        if scene == "saturating":
+            assert float(out.alpha.detach().max()) > 0.9998  # the cut-off is exercised
+    for pname, a, b in zip(("means", "quats", "scales", "opacities", "colors"), grads["ours"], grads["ref"]):
+        assert float(b.abs().max()) > 0, pname
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7, msg=lambda m: f"d loss / d {pname}: {m}")
+
+
+def test_half_precision_inputs_render_in_float32():
+    means, quats, scales, opac, sh, vm, Ks = make_scene(n=10, dtype=torch.float32)
+    ref = rasterize(means, quats, scales, opac, sh, vm, Ks, 20, 16)
+    half = [t.to(torch.bfloat16) for t in (means, quats, scales, opac, sh)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = rasterize(*half, vm, Ks, 20, 16)
+    assert out.rgb.dtype == torch.float32
+    torch.testing.assert_close(out.alpha, ref.alpha, atol=0.05, rtol=0)
+
+
 def test_float32_gradients_close_to_float64():
     means, quats, scales, opac, shc, vm, Ks = make_scene(n=40, cams=2, width=32, height=32, seed=10)
     res = {}

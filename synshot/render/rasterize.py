@@ -103,13 +103,27 @@ def rasterize(
         raise ValueError(f"rasterize: backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
     if backend == "auto":
         backend = "gsplat" if means.is_cuda else "torch"
+    # Rendering runs in float32 (or float64) whatever the caller's autocast/bf16 setting: transmittance
+    # products over hundreds of splats are not meaningful in 8-bit mantissas.
+    if means.dtype in (torch.float16, torch.bfloat16):
+        f32 = lambda t: None if t is None else t.float()  # noqa: E731
+        means, quats, scales, opacities, colors, viewmats, Ks, backgrounds = map(
+            f32, (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds)
+        )
+    with torch.autocast(device_type=means.device.type, enabled=False):
+        return _dispatch(means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height), sh_degree,
+                         backgrounds, backend, tile_size, near_plane, far_plane)
+
+
+def _dispatch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds, backend,
+              tile_size, near_plane, far_plane) -> RenderOutput:
     if backend == "gsplat":
         return _rasterize_gsplat(
-            means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height,
             _sh_degree(colors, sh_degree), backgrounds, tile_size or 16, near_plane, far_plane,
         )
     return rasterize_torch(
-        means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
         sh_degree=_sh_degree(colors, sh_degree), backgrounds=backgrounds, tile_size=tile_size,
         near_plane=near_plane, far_plane=far_plane,
     )
