@@ -34,7 +34,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", default="auto",
                    help="auto (default: latest checkpoint of the run if any), never, or a checkpoint/run dir")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_steps=100 distributed.zero_stage=2")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # options may follow key=value overrides
 
 
 def _log(rank: int, msg: str) -> None:
