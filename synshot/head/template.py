@@ -62,10 +62,15 @@ def theta_hair(phi: np.ndarray) -> np.ndarray:
     return np.radians(50.0) + np.radians(76.0) * ((1 - np.cos(phi)) / 2) ** 1.4
 
 
+def spow_smooth(v: np.ndarray, e: float, delta: float = 0.2) -> np.ndarray:
+    """sign(v)|v|^e without the infinite slope at 0 (which creased the surface along a meridian)."""
+    return v * (v * v + delta * delta) ** ((e - 1) / 2) / (1 + delta * delta) ** ((e - 1) / 2)
+
+
 def head_surface(theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
     """Base skull/face surface (no features): a superellipsoid with a tapered jaw and a chin."""
-    cy, sy = spow(np.cos(theta), 2 / P_VERT), spow(np.sin(theta), 2 / P_VERT)
-    cx, cz = spow(np.sin(phi), 2 / P_HORZ), spow(np.cos(phi), 2 / P_HORZ)
+    cy, sy = spow_smooth(np.cos(theta), 2 / P_VERT), spow_smooth(np.sin(theta), 2 / P_VERT)
+    cx, cz = spow_smooth(np.sin(phi), 2 / P_HORZ), spow_smooth(np.cos(phi), 2 / P_HORZ)
     y = np.where(cy > 0, A_Y_TOP, A_Y_BOT) * cy
     x = A_X * sy * cx
     z = np.where(cz > 0, A_Z_FRONT, A_Z_BACK) * sy * cz
@@ -253,12 +258,12 @@ def _teeth(bld: _Builder, name: str, island: str, mouth: np.ndarray, upper: bool
                 t = -1 + 2 * ci / n_a
                 ang = 2 * math.pi * (cj % n_b) / n_b
                 x = 0.022 * t
-                z = mouth[2] - 0.0072 - 0.017 * t * t - (0.0 if upper else 0.0012)
+                z = mouth[2] - 0.0072 - 0.017 * t * t - (0.0 if upper else 0.0036)
                 # arch normal in xz (outward)
                 nx, nz = 2 * 0.017 * t * 0.022 / 0.022, 1.0
                 nl = math.hypot(nx, nz)
                 nx, nz = nx / nl, nz / nl
-                yc = mouth[1] + (0.0050 if upper else -0.0045)
+                yc = mouth[1] + (0.0022 if upper else -0.0032)
                 dy = 0.0046 * float(spow(np.array(math.cos(ang)), 0.5))
                 dn = 0.0017 * float(spow(np.array(math.sin(ang)), 0.5))
                 pos = np.array([x + dn * nx, yc + dy, z + dn * nz])
@@ -326,9 +331,9 @@ def _build_cached(cfg_json: str) -> Template:
     for side, nm in ((1, "l"), (-1, "r")):
         _ear(bld, f"ear_{nm}", f"ear_{nm}", side, cfg.ear_grid, head_x)
     m = cfg.mouth_grid
-    _sphere(bld, "cavity", "cavity", (0.0, mouth[1] - 0.006, mouth[2] - 0.030), (0.027, 0.021, 0.030), m,
+    _sphere(bld, "cavity", "cavity", (0.0, mouth[1] - 0.006, mouth[2] - 0.039), (0.028, 0.022, 0.030), m,
             int(m * 1.6), "mouth", "cavity", 0, inward=True)
-    _sphere(bld, "tongue", "tongue", (0.0, mouth[1] - 0.0135, mouth[2] - 0.026), (0.0175, 0.0065, 0.024), m,
+    _sphere(bld, "tongue", "tongue", (0.0, mouth[1] - 0.0125, mouth[2] - 0.034), (0.0175, 0.0065, 0.022), m,
             int(m * 1.6), "mouth", "tongue", 0)
     _teeth(bld, "teeth_up", "teeth_up", mouth, True, m)
     _teeth(bld, "teeth_lo", "teeth_lo", mouth, False, m)

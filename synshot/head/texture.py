@@ -114,15 +114,15 @@ def synthesize_albedo(ident: IdentityParams, tpl: Template, texel_attrs: dict[st
         c *= (1 + 0.05 * noise("n7_380_0", q, 380.0, 2))[:, None]                         # pores
         red = np.exp(-((np.abs(xs) - 0.04) ** 2 + (ys + 0.01) ** 2) / 0.018 ** 2) \
             + 0.8 * np.exp(-(xs ** 2 + (ys + 0.012) ** 2) / 0.01 ** 2)
-        c = _mix(c, c * np.array([1.08, 0.86, 0.84]), np.clip(0.5 * red, 0, 1) * (zs > 0.03))
+        c = _mix(c, c * np.array([1.08, 0.86, 0.84]), np.clip(0.5 * red, 0, 1) * _ss(0.015, 0.045, zs))
         fr = float(ident.freckles)
         if fr > 0:
             spots = _ss(0.35, 0.55, noise("n11_220_0", q, 220.0, 2)) * fr
-            spots *= np.exp(-(xs ** 2 + (ys + 0.005) ** 2) / 0.045 ** 2) * (zs > 0.03)
+            spots *= np.exp(-(xs ** 2 + (ys + 0.005) ** 2) / 0.045 ** 2) * _ss(0.015, 0.045, zs)
             c = _mix(c, c * np.array([0.72, 0.55, 0.42]), np.clip(spots, 0, 1))
         if age > 0.3:
             lines = (0.5 + 0.5 * np.sin(ys * 2 * np.pi * 180 + 3 * noise("n3_40", q, 40, 1))) ** 8
-            lines *= _ss(0.045, 0.07, ys) * (zs > 0.05) * (age - 0.3) * 0.9
+            lines *= _ss(0.045, 0.07, ys) * _ss(0.035, 0.065, zs) * (age - 0.3) * 0.9
             c *= (1 - 0.25 * lines)[:, None]
             spots = _ss(0.55, 0.7, noise("n5_90_0", q, 90.0, 2)) * (age - 0.3)
             c = _mix(c, c * np.array([0.8, 0.68, 0.55]), np.clip(spots, 0, 1))
@@ -132,25 +132,26 @@ def synthesize_albedo(ident: IdentityParams, tpl: Template, texel_attrs: dict[st
         lo = np.clip(1 - (xs / 0.024) ** 2, 0, 1)
         lip = np.where(dy >= 0, _ss(0.0085 * np.sqrt(up) + 0.0008, 0.0085 * np.sqrt(up) - 0.0008, dy),
                        _ss(-0.0095 * np.sqrt(lo) - 0.0008, -0.0095 * np.sqrt(lo) + 0.0008, dy))
-        lip *= (zs > 0.04) * (np.abs(xs) < 0.03)
+        lip *= _ss(0.025, 0.055, zs) * (np.abs(xs) < 0.03)
         lipc = np.asarray(ident.lip_color) * (1 + 0.05 * noise("n9_300", q, 300, 1))[:, None]
         c = _mix(c, lipc, lip)
         # brows and lash lines
-        browc = np.where(hair.mean() > 0.5, hair * 0.45, hair * 0.85) * 0.9 + 0.02
+        browc = np.where(hair.mean() > 0.5, hair * 0.4, hair * 0.7) * 0.9 + 0.02
         ax = np.abs(xs)
         yb = 0.041 + 0.0055 * (1 - ((ax - 0.030) / 0.024) ** 2)
-        thick = 0.0042 * (1 - _ss(0.035, 0.056, ax)) * (0.6 + 0.4 * _ss(0.008, 0.02, ax))
-        brow = _ss(thick, thick * 0.4, np.abs(ys - yb)) * _ss(0.008, 0.013, ax) * (1 - _ss(0.052, 0.058, ax))
-        brow *= (0.75 + 0.25 * noise("n13_1_0", np.stack([xs * 900, ys * 150, zs], -1), 1.0, 2)) * (zs > 0.04)
+        thick = 0.0052 * (1 - _ss(0.035, 0.056, ax)) * (0.6 + 0.4 * _ss(0.008, 0.02, ax))
+        thick = np.maximum(thick, 1e-6)
+        brow = (1 - _ss(thick * 0.4, thick, np.abs(ys - yb))) * _ss(0.008, 0.013, ax) * (1 - _ss(0.052, 0.058, ax))
+        brow *= (0.75 + 0.25 * noise("n13_1_0", np.stack([xs * 900, ys * 150, zs], -1), 1.0, 2)) * _ss(0.025, 0.055, zs)
         c = _mix(c, browc, np.clip(brow, 0, 1))
         dx = ax - EYE_X
         lash_y = EYE_Y + 0.0052 * np.clip(1 - (dx / 0.0135) ** 2, 0, 1) ** 0.6
-        lash = np.exp(-((ys - lash_y) / 0.0009) ** 2) * (np.abs(dx) < 0.0145) * (zs > 0.04)
+        lash = np.exp(-((ys - lash_y) / 0.0009) ** 2) * (np.abs(dx) < 0.0145) * _ss(0.025, 0.055, zs)
         c = _mix(c, np.array([0.04, 0.03, 0.03]), np.clip(0.85 * lash, 0, 1))
-        shadow = np.exp(-(dx ** 2 + (ys - EYE_Y - 0.004) ** 2) / 0.012 ** 2) * (zs > 0.04)
+        shadow = np.exp(-(dx ** 2 + (ys - EYE_Y - 0.004) ** 2) / 0.012 ** 2) * _ss(0.025, 0.055, zs)
         c *= (1 - 0.12 * shadow)[:, None]
-        yt = -0.010 - 0.003 * float(np.asarray(ident.features, dtype=np.float64)[3])   # nose tip (nose_length)
-        nostril = np.exp(-((ax - 0.0065) ** 2 / 0.0028 ** 2 + (ys - yt + 0.0055) ** 2 / 0.002 ** 2)) * (zs > 0.05)
+        yt = -0.010 - 0.003 * float(ident.features[3])                            # nose tip (nose_length)
+        nostril = np.exp(-((ax - 0.0065) ** 2 / 0.0028 ** 2 + (ys - yt + 0.0055) ** 2 / 0.002 ** 2)) * _ss(0.035, 0.065, zs)
         c *= (1 - 0.6 * nostril)[:, None]
         ears = part[sk] == PART["ear"]
         c[ears] *= np.array([1.03, 0.93, 0.9])
@@ -197,8 +198,8 @@ def synthesize_albedo(ident: IdentityParams, tpl: Template, texel_attrs: dict[st
     if tm.any():
         a, b = loc[tm, 0], loc[tm, 1]
         upper = y[tm] > _mouth_y(tpl)
-        gap = np.exp(-((((a * 12) % 1.0) - 0.5) / 0.06) ** 2)
-        c = np.array([0.92, 0.89, 0.80]) * (1 - 0.45 * gap)[:, None]
+        gap = np.exp(-((((a * 9) % 1.0) - 0.5) / 0.05) ** 2)
+        c = np.array([0.92, 0.89, 0.80]) * (1 - 0.3 * gap)[:, None]
         cb = np.cos(2 * np.pi * b)
         gum = np.where(upper, _ss(0.55, 0.85, cb), _ss(-0.55, -0.85, cb))
         out[tm] = _mix(c, np.array([0.8, 0.42, 0.42]), gum)
@@ -207,7 +208,7 @@ def synthesize_albedo(ident: IdentityParams, tpl: Template, texel_attrs: dict[st
         out[tg] = np.array([0.78, 0.38, 0.38]) * (1 + 0.12 * noise("n37_300", P[tg], 300, 2))[:, None]
     cv = part == PART["cavity"]
     if cv.any():
-        out[cv] = np.array([0.35, 0.09, 0.09]) * (1 + 0.1 * noise("n41_100", P[cv], 100, 2))[:, None]
+        out[cv] = np.array([0.55, 0.16, 0.15]) * (1 + 0.1 * noise("n41_100", P[cv], 100, 2))[:, None]
     return np.clip(out, 0.0, 1.0)
 
 
