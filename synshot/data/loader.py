@@ -158,11 +158,10 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
             keys = [s["key"] for s in samples]
             raise DataSpecError(f"cannot batch '{name}' of samples {keys}: shapes differ {sorted(shapes)}; set loader image_size/uv_size to catch this per sample")
         buf = np.empty((len(samples),) + parts[0][0].shape, dtype=np.float32)
-        for i, (src, scale) in enumerate(parts):
-            if scale is None:
-                buf[i] = src
-            else:
-                np.multiply(src, scale, out=buf[i], dtype=np.float32)
+        for i, (src, _) in enumerate(parts):
+            buf[i] = src  # cast + layout change in one copy
+        if parts[0][1] is not None:
+            buf *= parts[0][1]  # contiguous, in place (faster than a strided multiply per sample)
         out[name] = torch.from_numpy(buf)
     out["identity"] = torch.tensor([s["identity"] for s in samples], dtype=torch.int64)
     out["expression"] = torch.tensor([s["expression"] for s in samples], dtype=torch.int64)
@@ -241,7 +240,7 @@ def worker_batches(plan: _Plan, worker: int, start: WorkerPosition, end_epoch: i
                 else:
                     rng = _rng(cfg.seed, 4, pos.epoch, plan.rank, worker, index)
                     views = sorted(int(v) for v in rng.choice(n_views, size=want, replace=False))
-                sample = decode_sample(item, views)
+                sample = decode_sample(item, views, meta)
             except CorruptSampleError as exc:
                 pos.skipped += 1
                 corrupt_log(str(exc), pos)

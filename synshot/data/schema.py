@@ -253,17 +253,18 @@ def decode_meta(raw: Mapping[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def decode_sample(raw: Mapping[str, Any], views: Sequence[int] | None = None) -> dict[str, Any]:
+def decode_sample(raw: Mapping[str, Any], views: Sequence[int] | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Decode and validate a raw sample (``{"__key__", "__url__", member: bytes}``).
 
     ``views``: indices of the views to decode (default all; decoding only the chosen views saves time).
     Returns numpy arrays: ``tex`` (S,S,3) uint8, ``verts``/``exp`` (3,S,S) float16, ``rgb`` (V,H,W,3) uint8,
     ``mask`` (V,H,W) uint8, ``K`` (V,3,3), ``w2c`` (V,4,4), ``head_pose`` (4,4), ``expression_coeffs`` (E,)
     float32, plus ``meta``, ``key``, ``identity``, ``expression``, ``views`` (the chosen indices).
+    ``meta``: the result of :func:`decode_meta` for this ``raw`` when the caller already has it.
     Raises :class:`CorruptSampleError` (skippable) or :class:`SchemaVersionError` (fatal), naming key and shard.
     """
     key, url = raw.get("__key__"), raw.get("__url__")
-    meta = decode_meta(raw)
+    meta = decode_meta(raw) if meta is None else meta
     all_views = meta["views"]
     chosen = list(range(len(all_views))) if views is None else [int(v) for v in views]
     for v in chosen:
