@@ -14,20 +14,26 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _axis_derivative(p: Tensor, v: Tensor, dim: int) -> Tensor:
+    """Mean of the forward and backward differences along ``dim`` that stay inside the atlas."""
+    n = p.shape[dim]
+    diff = p.narrow(dim, 1, n - 1) - p.narrow(dim, 0, n - 1)
+    ok = (v.narrow(dim - 1, 1, n - 1) * v.narrow(dim - 1, 0, n - 1)).unsqueeze(0)
+    diff = diff * ok
+    pad_shape = list(p.shape)
+    pad_shape[dim] = 1
+    zeros, zeros_ok = p.new_zeros(pad_shape), ok.new_zeros([1] + pad_shape[1:])
+    fwd, fwd_ok = torch.cat([diff, zeros], dim), torch.cat([ok, zeros_ok], dim)
+    bwd, bwd_ok = torch.cat([zeros, diff], dim), torch.cat([zeros_ok, ok], dim)
+    return (fwd + bwd) / (fwd_ok + bwd_ok).clamp_min(1)
+
+
 def uv_normals(pos: Tensor, valid: Tensor) -> Tensor:
-    """Unit normals (3,S,S) of a position map from central differences inside the atlas."""
-    p = pos
-    du = torch.zeros_like(p)
-    dv = torch.zeros_like(p)
-    du[:, :, 1:-1] = p[:, :, 2:] - p[:, :, :-2]
-    dv[:, 1:-1, :] = p[:, 2:, :] - p[:, :-2, :]
-    vmask = valid.to(p.dtype)
-    ok_u = torch.zeros_like(vmask)
-    ok_v = torch.zeros_like(vmask)
-    ok_u[:, 1:-1] = vmask[:, 2:] * vmask[:, :-2]
-    ok_v[1:-1, :] = vmask[2:, :] * vmask[:-2, :]
-    n = torch.cross(du * ok_u, dv * ok_v, dim=0)
-    return F.normalize(n, dim=0, eps=1e-12)
+    """Unit normals (3,S,S) of a position map from finite differences inside the atlas (0 if isolated)."""
+    v = valid.to(pos.dtype)
+    du = _axis_derivative(pos, v, 2)
+    dv = _axis_derivative(pos, v, 1)
+    return F.normalize(torch.cross(du, dv, dim=0), dim=0, eps=1e-12)
 
 
 def zbuffer_visibility(pix: Tensor, z: Tensor, width: int, height: int, K: Tensor) -> Tensor:
