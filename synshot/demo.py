@@ -1,0 +1,178 @@
+"""``python -m synshot.demo``: the whole pipeline at toy scale, one stage after the other.
+
+synthesise shards -> train the prior (DeepSpeed, N processes) -> export -> held-out subjects ->
+invert one subject from 3 images -> drive it with another subject's expressions -> evaluate
+(baselines + full method) -> ``report.md`` and ``metrics.json`` under ``out``.
+
+Each stage runs the same command a user would type (so the demo also proves the CLIs), in a
+subprocess, and leaves a stamp ``out/.stages/<stage>.json`` holding the command; re-running the
+demo skips a stage whose stamp matches its command and whose outputs exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import Field
+
+from synshot.config import ConfigBase, ConfigError, load_config
+
+
+class DemoConfig(ConfigBase):
+    out: str = "runs/demo"
+    data_config: str = "configs/data/tiny.yaml"
+    data_overrides: list[str] = []
+    train_config: str = "configs/train/tiny.yaml"
+    train_overrides: list[str] = []
+    nproc: int = Field(2, ge=1)  # training processes (torchrun); 2 = the DeepSpeed multi-process path
+    subject_seeds: list[int] = Field([1001, 1002, 1003], min_length=2)
+    subject_args: list[str] = ["--size", "128"]
+    invert_config: str = "configs/invert/tiny.yaml"
+    invert_overrides: list[str] = []
+    eval_config: str = "configs/eval/tiny.yaml"
+    eval_overrides: list[str] = []
+
+
+@dataclass
+class Stage:
+    name: str
+    commands: list[list[str]]
+    outputs: list[Path]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
+    out = Path(cfg.out)
+    data, run, prior = out / "data", out / "train", out / "prior.safetensors"
+    subjects = [out / "subjects" / f"s{s}" for s in cfg.subject_seeds]
+    avatar_dir = out / "invert" / subjects[0].name
+    train_cmd = ["-m", "train", "--config", cfg.train_config, f"data.url={data}", f"out_dir={out}", "name=train",
+                 *cfg.train_overrides]
+    if cfg.nproc > 1:
+        train_cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(cfg.nproc)] + train_cmd
+    return [
+        Stage("data", [[python, "-m", "data_tools.synth", "--config", cfg.data_config, "--out", str(data),
+                        *cfg.data_overrides],
+                       [python, "-m", "data_tools.inspect", str(data), "--sheet", str(out / "data_sheet.png")]],
+              [data / "train.json", out / "data_sheet.png"]),
+        Stage("train", [[python, *train_cmd]], [run / "checkpoints" / "latest"], {"OMP_NUM_THREADS": "1"}),
+        Stage("export", [[python, "-m", "train.export", "--ckpt", str(run), "--out", str(prior)]], [prior]),
+        Stage("subjects", [[python, "-m", "data_tools.subject", "--seed", str(s), "--out", str(p), *cfg.subject_args]
+                           for s, p in zip(cfg.subject_seeds, subjects)], [p / "cameras.json" for p in subjects]),
+        Stage("invert", [[python, "-m", "synshot.invert", "--subject", str(subjects[0]), "--config", cfg.invert_config,
+                          "--ckpt", str(prior), "--out", str(avatar_dir), *cfg.invert_overrides]],
+              [avatar_dir / f for f in ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json",
+                                        "inputs_vs_renders.png")]),
+        Stage("drive", [[python, "-m", "synshot.invert.drive", "--avatar", str(avatar_dir / "avatar.safetensors"),
+                         "--expr", str(subjects[1]), "--out", str(avatar_dir / "driven.mp4"), "--side-by-side"]],
+              [avatar_dir / "driven.mp4"]),
+        Stage("eval", [[python, "-m", "synshot.eval", "--config", cfg.eval_config, f"subjects=[{out / 'subjects'}/*]",
+                        f"prior={prior}", f"out={out / 'eval'}", f"invert_config={cfg.invert_config}",
+                        "invert_overrides=" + json.dumps(cfg.invert_overrides), *cfg.eval_overrides]],
+              [out / "eval" / "report.md", out / "eval" / "metrics.json"]),
+    ]
+
+
+def _stamp_path(out: Path, stage: Stage) -> Path:
+    return out / ".stages" / f"{stage.name}.json"
+
+
+def is_done(out: Path, stage: Stage) -> bool:
+    stamp = _stamp_path(out, stage)
+    if not stamp.is_file() or not all(p.exists() for p in stage.outputs):
+        return False
+    try:
+        return json.loads(stamp.read_text()).get("commands") == stage.commands
+    except json.JSONDecodeError:
+        return False
+
+
+def run_stage(out: Path, stage: Stage, index: int, total: int) -> float:
+    print(f"\n=== [{index}/{total}] {stage.name} ===", flush=True)
+    env = {**os.environ, **stage.env}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path.cwd()), env.get("PYTHONPATH", "")]))
+    start = time.perf_counter()
+    for cmd in stage.commands:
+        print("$ " + shlex.join(cmd), flush=True)
+        rc = subprocess.call(cmd, env=env)
+        if rc != 0:
+            raise SystemExit(f"demo: stage '{stage.name}' failed (exit {rc}) running: {shlex.join(cmd)}\n"
+                             f"fix the problem above and re-run `make demo`: finished stages are reused")
+    missing = [str(p) for p in stage.outputs if not p.exists()]
+    if missing:
+        raise SystemExit(f"demo: stage '{stage.name}' finished but did not write {missing}")
+    seconds = time.perf_counter() - start
+    stamp = _stamp_path(out, stage)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"commands": stage.commands, "seconds": seconds}, indent=2))
+    print(f"=== {stage.name} done in {seconds:.0f} s ===", flush=True)
+    return seconds
+
+
+def write_summary(cfg: DemoConfig, stages: list[Stage], seconds: dict[str, float]) -> Path:
+    out = Path(cfg.out)
+    avatar_dir = Path(stages[4].outputs[0]).parent
+    invert = json.loads((avatar_dir / "metrics.json").read_text())
+    evaluation = json.loads((out / "eval" / "metrics.json").read_text())
+    metrics = {"stage_seconds": seconds, "invert": invert, "eval_mean": evaluation.get("mean", {})}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    eval_report = (out / "eval" / "report.md").read_text()
+    body = eval_report.split("\n", 1)[1].replace("](grid_", "](eval/grid_")
+    lines = ["# SynShot demo report", "", "| stage | seconds | outputs |", "|---|---|---|"]
+    for st in stages:
+        shown = ", ".join(str(p.relative_to(out)) if p.is_relative_to(out) else str(p) for p in st.outputs)
+        lines.append(f"| {st.name} | {seconds.get(st.name, 0):.0f} | {shown} |")
+    lines += ["", f"TensorBoard: `make tensorboard RUN={out / 'train'}`", "",
+              f"Inverted subject `{avatar_dir.name}`: eval PSNR {invert.get('eval_psnr', float('nan')):.2f} dB, "
+              f"SSIM {invert.get('eval_ssim', float('nan')):.4f}; avatar, .ply, turntable and driven video in "
+              f"`{avatar_dir}`.", "", "## Evaluation", body]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="configs/demo/tiny.yaml")
+    parser.add_argument("--force", nargs="*", default=[], help="re-run these stages (and the ones after them)")
+    parser.add_argument("overrides", nargs="*", help="key=value, e.g. nproc=1 out=runs/demo2")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(DemoConfig, args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(cfg.out)
+    stages = build_stages(cfg)
+    names = [s.name for s in stages]
+    bad = [f for f in args.force if f not in names]
+    if bad:
+        print(f"error: --force {bad}: stages are {names}", file=sys.stderr)
+        return 2
+    first_forced = min((names.index(f) for f in args.force), default=len(names))
+    start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    for i, stage in enumerate(stages, 1):
+        if i - 1 < first_forced and is_done(out, stage):
+            prev = json.loads(_stamp_path(out, stage).read_text()).get("seconds", 0.0)
+            seconds[stage.name] = prev
+            print(f"=== [{i}/{len(stages)}] {stage.name}: done earlier ({prev:.0f} s), reusing ===", flush=True)
+            continue
+        seconds[stage.name] = run_stage(out, stage, i, len(stages))
+    report = write_summary(cfg, stages, seconds)
+    print(f"\n=== demo finished in {time.perf_counter() - start:.0f} s (stages: {sum(seconds.values()):.0f} s) ===")
+    print(f"report:      {report}\nmetrics:     {out / 'metrics.json'}\ncheckpoints: {out / 'train' / 'checkpoints'}\n"
+          f"tensorboard: {out / 'train' / 'tb'}\navatar:      {Path(stages[4].outputs[0]).parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
