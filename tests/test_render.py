@@ -311,6 +311,34 @@ def test_choose_tile_size_follows_splat_size():
     assert choose_tile_size(means2d[:0], torch.zeros(0, 2), 128, 128) == 16
 
 
+def test_ellipse_tile_culling_is_exact():
+    """A (Gaussian, tile) pair is dropped only if no pixel centre of the tile has alpha >= 1/255."""
+    from synshot.render.tiles import _ellipse_meets_tile
+
+    g = torch.Generator().manual_seed(16)
+    n, ts = 4000, 4
+    dt = torch.float64
+    means2d = torch.rand(n, 2, generator=g, dtype=dt) * 24 - 4
+    L = torch.randn(n, 2, 2, generator=g, dtype=dt) * 1.5
+    cov = L @ L.transpose(1, 2) + 0.3 * torch.eye(2, dtype=dt)
+    inv = torch.linalg.inv(cov)
+    conics = torch.stack([inv[:, 0, 0], inv[:, 0, 1], inv[:, 1, 1]], -1)
+    opac = 0.01 + 0.99 * torch.rand(n, generator=g, dtype=dt)
+    txi = torch.randint(0, 4, (n,), generator=g)
+    tyi = torch.randint(0, 4, (n,), generator=g)
+    hit = _ellipse_meets_tile(means2d, conics, opac, torch.arange(n), txi, tyi, ts)
+    off = torch.arange(ts, dtype=dt) + 0.5
+    px = (txi[:, None] * ts + off)[:, None, :]  # (n,1,ts)
+    py = (tyi[:, None] * ts + off)[:, :, None]  # (n,ts,1)
+    dx = means2d[:, 0, None, None] - px
+    dy = means2d[:, 1, None, None] - py
+    a, b, c = (conics[:, i, None, None] for i in range(3))
+    alpha = opac[:, None, None] * torch.exp(-(0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy))
+    truth = (alpha >= 1 / 255).flatten(1).any(1)
+    assert bool((hit | ~truth).all()), "a tile with visible pixels was culled"
+    assert int((hit & ~truth).sum()) <= 2 and int((~hit).sum()) > n // 4  # tight, and it does cull
+
+
 def test_projection_matches_gsplat_torch_reference():
     """Our copy of the projection maths agrees with gsplat's own pure-torch implementation."""
     _torch_impl = pytest.importorskip("gsplat.cuda._torch_impl")

@@ -146,7 +146,8 @@ def rasterize_torch(
     feats = torch.cat([rgb_rows, p.depths[:, None]], -1)
     if tile_size is None:
         tile_size = choose_tile_size(p.means2d, p.radii, width, height)
-    plan = build_plan(p.means2d, p.radii, p.depths, p.cam, C, width, height, int(tile_size), max_pairs)
+    plan = build_plan(p.means2d, p.radii, p.depths, p.cam, p.conics, p.opacities, C, width, height, int(tile_size),
+                      max_pairs)
     img = composite(p.means2d, p.conics, p.opacities, feats, plan)[:, :height, :width]
     rgb, depth_acc, alpha = img[..., :3], img[..., 3:4], img[..., 4:5]
     if backgrounds is not None:

@@ -42,6 +42,8 @@ def build_plan(
     radii: Tensor,
     depths: Tensor,
     cam: Tensor,
+    conics: Tensor,
+    opacities: Tensor,
     num_cameras: int,
     width: int,
     height: int,
@@ -72,7 +74,14 @@ def build_plan(
         start = torch.cumsum(cnt, 0) - cnt
         local = torch.arange(total, device=dev) - start[row]
         nxr = nx[row]
-        tile = cam[row] * (tx_n * ty_n) + (y0[row] + local // nxr) * tx_n + (x0[row] + local % nxr)
+        txi = x0[row] + local % nxr
+        tyi = y0[row] + local // nxr
+        hit = _ellipse_meets_tile(means2d.detach(), conics.detach(), opacities.detach(), row, txi, tyi, tile_size)
+        row, txi, tyi = row[hit], txi[hit], tyi[hit]
+        total = row.numel()
+        if total == 0:
+            return plan
+        tile = cam[row] * (tx_n * ty_n) + tyi * tx_n + txi
         rank = torch.empty(M, dtype=torch.long, device=dev)
         rank[torch.argsort(depths.detach())] = torch.arange(M, device=dev)
         key = tile * M + rank[row]
@@ -98,6 +107,33 @@ def build_plan(
             plan.chunks.append(Chunk(tiles, idx))
             i += n
     return plan
+
+
+def _ellipse_meets_tile(means2d, conics, opacities, row, txi, tyi, tile_size) -> Tensor:
+    """Exact test: does the ``alpha >= 1/255`` ellipse reach a pixel centre of the tile?
+
+    The bounding box overlaps more tiles than the ellipse, most for small tiles and thin, tilted
+    splats (40% of the boxes' tile hits for 4-pixel tiles on the benchmark head). The minimum of
+    sigma over the rectangle of pixel centres is 0 when the centre is inside, else on one of the
+    four edges, where it is a clamped 1D quadratic minimum.
+    """
+    m = means2d[row]
+    a, b, c = conics[row].unbind(-1)
+    level = torch.log(opacities[row] * 255.0)  # sigma <= level  <=>  o exp(-sigma) >= 1/255
+    mx, my = m[:, 0], m[:, 1]
+    x0 = txi.to(m.dtype) * tile_size + 0.5
+    y0 = tyi.to(m.dtype) * tile_size + 0.5
+    x1, y1 = x0 + (tile_size - 1), y0 + (tile_size - 1)
+    lo_x, hi_x = mx - x1, mx - x0  # range of dx = mean - pixel over the tile
+    lo_y, hi_y = my - y1, my - y0
+    best = torch.where((lo_x <= 0) & (hi_x >= 0) & (lo_y <= 0) & (hi_y >= 0), 0.0, float("inf")).to(m.dtype)
+    for dx in (lo_x, hi_x):
+        dy = torch.minimum(torch.maximum(-b * dx / c, lo_y), hi_y)
+        best = torch.minimum(best, 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy)
+    for dy in (lo_y, hi_y):
+        dx = torch.minimum(torch.maximum(-b * dy / a, lo_x), hi_x)
+        best = torch.minimum(best, 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy)
+    return best <= level + 1e-4 * (1.0 + level.abs())  # margin: keep borderline tiles
 
 
 def _tile_counts(means2d: Tensor, radii: Tensor, width: int, height: int, tile_size: int) -> Tensor:
