@@ -8,6 +8,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LAB=${SYNSHOT_SLURM_DIR:-$ROOT/.cache/slurm}
+[ -d "$LAB" ] && LAB=$(cd "$LAB" && pwd -P)
 # shellcheck source=slurm/cluster/lib.sh
 . "$HERE/lib.sh"
 log() { echo "down.sh: $*" >&2; }

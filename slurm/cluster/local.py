@@ -96,6 +96,8 @@ def cluster_up(state_dir: Path | None = None, nodes: int = 2, gpus: int = 4, cpu
     if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
         raise ClusterError("slurmctld is not installed and apt-get is not available")
     state_dir = Path(state_dir) if state_dir else REPO / ".cache" / "slurm"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = state_dir.resolve()  # same canonical path as up.sh uses (pwd -P)
     env = dict(os.environ)
     env.update(
         SYNSHOT_SLURM_DIR=str(state_dir),

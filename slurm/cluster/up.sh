@@ -76,6 +76,7 @@ if [ "$DBD" != 0 ]; then
 fi
 
 mkdir -p "$LAB"/{etc,state/ctld,state/d,run,log,fakegpu,jobs}
+LAB=$(cd "$LAB" && pwd -P)  # canonical: the same folder reached through a symlink is the same cluster
 # Several test sessions may call up.sh at once: one at a time.
 exec 9>"$LAB/run/.lock"
 flock -w 120 9 || die "another up.sh/down.sh holds $LAB/run/.lock for more than 120 s"
