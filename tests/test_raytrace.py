@@ -85,3 +85,16 @@ def test_camera_conversion_rejects_bad_input():
         camera_to_mitsuba(np.eye(3), np.eye(3), 64, 64)
     with pytest.raises(Exception, match="spp"):
         RayTraceConfig(spp=0)
+
+
+def test_scalar_fallback_matches_jit_variant(scene):
+    _, mesh, cams, tracer = scene
+    ref = tracer.render(mesh, cams[:1], lighting_id=0, seed=5)[0]
+    scalar = RayTracer(RayTraceConfig(variant="scalar_rgb", spp=4, env_height=16))
+    out = scalar.render(mesh, cams[:1], lighting_id=0, seed=5)[0]
+    a, b = ref[1] > 127, out[1] > 127
+    assert (a & b).sum() / (a | b).sum() > 0.95
+    fg = (ref[1] > 200) & (out[1] > 200)
+    assert abs(float(ref[0][fg].mean()) - float(out[0][fg].mean())) < 0.1 * float(ref[0][fg].mean())
+    again = tracer.render(mesh, cams[:1], lighting_id=0, seed=5)[0]        # the JIT tracer still works
+    assert np.array_equal(again[1], ref[1])

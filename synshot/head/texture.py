@@ -150,7 +150,9 @@ def synthesize_albedo(ident: IdentityParams, tpl: Template, texel_attrs: dict[st
         c = _mix(c, np.array([0.04, 0.03, 0.03]), np.clip(0.85 * lash, 0, 1))
         shadow = np.exp(-(dx ** 2 + (ys - EYE_Y - 0.004) ** 2) / 0.012 ** 2) * _ss(0.025, 0.055, zs)
         c *= (1 - 0.12 * shadow)[:, None]
-        yt = -0.010 - 0.003 * float(ident.features[3])                            # nose tip (nose_length)
+        f3 = ident.features[3]
+        f3 = float(f3.detach()) if hasattr(f3, "detach") else float(f3)
+        yt = -0.010 - 0.003 * f3                                                  # nose tip (nose_length)
         nostril = np.exp(-((ax - 0.0065) ** 2 / 0.0028 ** 2 + (ys - yt + 0.0055) ** 2 / 0.002 ** 2)) * _ss(0.035, 0.065, zs)
         c *= (1 - 0.6 * nostril)[:, None]
         ears = part[sk] == PART["ear"]

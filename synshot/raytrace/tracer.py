@@ -135,14 +135,18 @@ class RayTracer:
         props["bsdf"] = bsdf
         return mi.Mesh(name, n_v, n_f, props=props, has_vertex_normals=True, has_vertex_texcoords=True)
 
-    def _build(self, mesh: HeadMesh, tex_shape: tuple[int, ...], width: int, height: int) -> None:
+    def _env(self, lighting_id: int) -> np.ndarray:
+        if lighting_id not in self._env_cache:
+            self._env_cache[lighting_id] = environment_map(lighting_id, self.cfg.env_height, self.cfg.brightness)
+        return self._env_cache[lighting_id]
+
+    def _build(self, mesh: HeadMesh, tex_shape: tuple[int, ...], width: int, height: int, lighting_id: int) -> None:
         mi = self.mi
         self._split(mesh)
         dummy_tex = mi.Bitmap(np.full(tex_shape, 0.5, dtype=np.float32))
         scene: dict = {"type": "scene",
                        "integrator": {"type": "path", "max_depth": self.cfg.max_depth, "hide_emitters": True}}
-        env = np.ones((self.cfg.env_height, 2 * self.cfg.env_height, 3), dtype=np.float32)
-        scene["env"] = {"type": "envmap", "bitmap": mi.Bitmap(env)}
+        scene["env"] = {"type": "envmap", "bitmap": mi.Bitmap(self._env(lighting_id))}
         for name, (vids, faces) in self._groups.items():
             alpha = MATERIALS[name][1]
             bsdf = mi.load_dict({"type": "twosided", "inner": {
@@ -184,9 +188,8 @@ class RayTracer:
         for key in self._params.keys():
             if key.endswith("diffuse_reflectance.data"):
                 self._params[key] = tex_t
-        if lighting_id not in self._env_cache:
-            self._env_cache[lighting_id] = environment_map(lighting_id, self.cfg.env_height, self.cfg.brightness)
-        self._params["env.data"] = mi.TensorXf(self._env_cache[lighting_id])
+        if not self.variant.startswith("scalar"):      # scalar envmaps are padded: rebuilt instead (see render)
+            self._params["env.data"] = mi.TensorXf(self._env(lighting_id))
         self._params.update()
 
     # ---- render ---------------------------------------------------------------------------
@@ -200,13 +203,17 @@ class RayTracer:
         """
         if len(cameras) == 0:
             raise ValueError("render: need at least one camera")
+        if self.mi.variant() != self.variant:           # another tracer in this process switched variants
+            self.mi.set_variant(self.variant)
         K0 = np.asarray(cameras[0][0])
         W = int(width or round(2 * K0[0, 2]))
         H = int(height or round(2 * K0[1, 2]))
         tex_shape = tuple(mesh.albedo.shape)
         key = (tuple(mesh.faces.shape), tuple(mesh.parts.shape), tex_shape, W, H)
+        if self.variant.startswith("scalar"):
+            key = key + (int(lighting_id),)
         if key != self._key:
-            self._build(mesh, tex_shape, W, H)
+            self._build(mesh, tex_shape, W, H, int(lighting_id))
             self._key = key
         self._update_mesh(mesh, int(lighting_id))
         bg = srgb_to_linear(np.asarray(self.cfg.background, dtype=np.float64))
@@ -214,9 +221,9 @@ class RayTracer:
         for v, cam in enumerate(cameras):
             to_world, x_fov, ppx, ppy = camera_to_mitsuba(cam[0], cam[1], W, H)
             self._params["sensor.to_world"] = self.mi.Transform4f(to_world.astype(np.float32).tolist())
-            self._params["sensor.x_fov"] = x_fov
-            self._params["sensor.principal_point_offset_x"] = ppx
-            self._params["sensor.principal_point_offset_y"] = ppy
+            self._params["sensor.x_fov"] = float(x_fov)
+            self._params["sensor.principal_point_offset_x"] = float(ppx)
+            self._params["sensor.principal_point_offset_y"] = float(ppy)
             self._params.update()
             self._renders += 1
             s = (self.cfg.seed * 100003 + self._renders) if seed is None else int(seed) + v + 1
