@@ -111,3 +111,14 @@ export: setup
 ## tensorboard  serve TensorBoard: make tensorboard [RUN=runs/tiny] (default: all of runs/) [TB_PORT=6006 TB_HOST=127.0.0.1]
 tensorboard: setup
 	$(BIN)/tensorboard --logdir $(if $(RUN),$(RUN)/tb,runs) --port $(TB_PORT) --host $(TB_HOST)
+
+# ---- demo and evaluation (synshot/demo.py, synshot/eval/, docs/evaluation.md) ----
+.PHONY: demo eval
+DEMO_CONFIG ?= configs/demo/tiny.yaml
+## demo         the whole pipeline at toy scale on a CPU -> runs/demo/report.md (re-running reuses finished stages)
+demo: setup
+	$(PYTHON) -m synshot.demo --config $(DEMO_CONFIG) $(ARGS)
+
+## eval         demo pipeline + the paper's ablations (same budget) + baselines -> runs/demo/eval/report.md
+eval: setup
+	$(PYTHON) -m synshot.demo --config configs/demo/eval.yaml $(ARGS)

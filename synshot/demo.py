@@ -39,6 +39,9 @@ class DemoConfig(ConfigBase):
     invert_overrides: list[str] = []
     eval_config: str = "configs/eval/tiny.yaml"
     eval_overrides: list[str] = []
+    # Paper ablations, each trained with the same budget (configs/train/ablation_<name>.yaml +
+    # train_overrides) and evaluated with the full method: no_sampling, no_vq, single_layer, f32.
+    ablations: list[str] = []
 
 
 @dataclass
@@ -58,7 +61,16 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
                  *cfg.train_overrides]
     if cfg.nproc > 1:
         train_cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(cfg.nproc)] + train_cmd
-    return [
+    ablation_priors = {a: out / "ablations" / f"{a}.safetensors" for a in cfg.ablations}
+    ablation_cmds = []
+    for a, path in ablation_priors.items():
+        cmd = ["-m", "train", "--config", f"configs/train/ablation_{a}.yaml", f"data.url={data}",
+               f"out_dir={out / 'ablations'}", f"name={a}", *cfg.train_overrides]
+        if cfg.nproc > 1:
+            cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(cfg.nproc)] + cmd
+        ablation_cmds += [[python, *cmd], [python, "-m", "train.export", "--ckpt", str(out / "ablations" / a),
+                                           "--out", str(path)]]
+    stages = [
         Stage("data", [[python, "-m", "data_tools.synth", "--config", cfg.data_config, "--out", str(data),
                         *cfg.data_overrides],
                        [python, "-m", "data_tools.inspect", str(data), "--sheet", str(out / "data_sheet.png")]],
@@ -74,11 +86,21 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
         Stage("drive", [[python, "-m", "synshot.invert.drive", "--avatar", str(avatar_dir / "avatar.safetensors"),
                          "--expr", str(subjects[1]), "--out", str(avatar_dir / "driven.mp4"), "--side-by-side"]],
               [avatar_dir / "driven.mp4"]),
+    ]
+    if ablation_cmds:
+        stages.append(Stage("ablations", ablation_cmds, list(ablation_priors.values()), {"OMP_NUM_THREADS": "1"}))
+    stages.append(
         Stage("eval", [[python, "-m", "synshot.eval", "--config", cfg.eval_config, f"subjects=[{out / 'subjects'}/*]",
                         f"prior={prior}", f"out={out / 'eval'}", f"invert_config={cfg.invert_config}",
-                        "invert_overrides=" + json.dumps(cfg.invert_overrides), *cfg.eval_overrides]],
-              [out / "eval" / "report.md", out / "eval" / "metrics.json"]),
-    ]
+                        "invert_overrides=" + json.dumps(cfg.invert_overrides),
+                        "ablations=" + json.dumps({a: str(p) for a, p in ablation_priors.items()}),
+                        *cfg.eval_overrides]],
+              [out / "eval" / "report.md", out / "eval" / "metrics.json"]))
+    return stages
+
+
+def _stage(stages: list[Stage], name: str) -> Stage:
+    return next(s for s in stages if s.name == name)
 
 
 def _stamp_path(out: Path, stage: Stage) -> Path:
@@ -119,7 +141,7 @@ def run_stage(out: Path, stage: Stage, index: int, total: int) -> float:
 
 def write_summary(cfg: DemoConfig, stages: list[Stage], seconds: dict[str, float]) -> Path:
     out = Path(cfg.out)
-    avatar_dir = Path(stages[4].outputs[0]).parent
+    avatar_dir = _stage(stages, "invert").outputs[0].parent
     invert = json.loads((avatar_dir / "metrics.json").read_text())
     evaluation = json.loads((out / "eval" / "metrics.json").read_text())
     metrics = {"stage_seconds": seconds, "invert": invert, "eval_mean": evaluation.get("mean", {})}
@@ -170,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     report = write_summary(cfg, stages, seconds)
     print(f"\n=== demo finished in {time.perf_counter() - start:.0f} s (stages: {sum(seconds.values()):.0f} s) ===")
     print(f"report:      {report}\nmetrics:     {out / 'metrics.json'}\ncheckpoints: {out / 'train' / 'checkpoints'}\n"
-          f"tensorboard: {out / 'train' / 'tb'}\navatar:      {Path(stages[4].outputs[0]).parent}")
+          f"tensorboard: {out / 'train' / 'tb'}\navatar:      {_stage(stages, 'invert').outputs[0].parent}")
     return 0
 
 
