@@ -394,9 +394,17 @@ def test_gradients_match_finite_differences(sh):
     _fd_check(loss, params)
 
 
+@pytest.mark.parametrize("keep_forward", [True, False])
 @pytest.mark.parametrize("scene", ["saturating", "random_sh"])
-def test_gradients_match_autograd_through_dense_reference(scene):
-    """Custom backward == autograd of the independent dense reference, incl. the 1e-4 cut-off and 0.999 clamp."""
+def test_gradients_match_autograd_through_dense_reference(scene, keep_forward, monkeypatch):
+    """Custom backward == autograd of the independent dense reference, incl. the 1e-4 cut-off and 0.999 clamp.
+
+    Both backward paths: forward results kept (small renders) and recomputed (over the memory budget).
+    """
+    import synshot.render.composite as composite_mod
+
+    if not keep_forward:
+        monkeypatch.setattr(composite_mod, "SAVE_BYTES", 0)
     dt = torch.float64
     if scene == "saturating":
         n = 8

@@ -34,6 +34,7 @@ MAX_ALPHA = 0.999
 T_EPS = 1e-4
 S_MIN = -6.0  # exp(-6) = 0.0025 < 1/255: clamping the exponent here never changes an alpha
 LOG_MAX_ALPHA = math.log(MAX_ALPHA)
+SAVE_BYTES = 256 << 20  # per render: forward results kept for backward; chunks beyond it are recomputed
 
 
 def _basis(ts: int, dtype, device) -> Tensor:
@@ -102,16 +103,23 @@ class _Composite(torch.autograd.Function):
         ft = torch.cat([feats, feats.new_zeros((1, D))], 0)
         basis = _basis(plan.tile_size, dt, dev)
         out = torch.zeros(plan.num_tiles, P, D + 1, dtype=dt, device=dev)
+        budget = SAVE_BYTES
         for ch in plan.chunks:
             g = geo[ch.idx]
             coef, _, _ = _coefs(g, plan, ch.tiles)
-            alpha, om, t_excl, w, excl, _ = _forward_chunk(coef, basis, _needs_clamp(g))
-            del alpha, om, t_excl
-            # list positions the backward must revisit: up to the last Gaussian any pixel used
-            used = (w > 0).any(1)  # (T,K)
-            ch.k_used = int(used.shape[1] - used.flip(1).int().argmax(1).min()) if bool(used.any()) else 0
+            alpha, om, t_excl, w, excl, clamped = _forward_chunk(coef, basis, _needs_clamp(g))
+            del t_excl
             res = torch.bmm(w, ft[ch.idx])  # (T,P,D)
             out[ch.tiles] = torch.cat([res, w.sum(-1, keepdim=True)], -1)
+            nbytes = 2 * w.numel() * w.element_size()
+            if nbytes <= budget:  # keep what backward needs instead of recomputing it
+                budget -= nbytes
+                ch.saved = (w, alpha.div_(om).masked_fill_(excl, 0.0), clamped)
+                ch.k_used = ch.idx.shape[1]
+            else:
+                # list positions the backward must revisit: up to the last Gaussian any pixel used
+                used = (w > 0).any(1)  # (T,K)
+                ch.k_used = int(used.shape[1] - used.flip(1).int().argmax(1).min()) if bool(used.any()) else 0
         ctx.plan = plan
         ctx.save_for_backward(means2d, conics, opacities, feats)
         return out
@@ -131,8 +139,12 @@ class _Composite(torch.autograd.Function):
             idx = ch.idx[:, : max(ch.k_used, 1)]
             g = geo[idx]
             coef, mx, my = _coefs(g, plan, ch.tiles)
-            alpha, om, t_excl, w, excl, clamped = _forward_chunk(coef, basis, _needs_clamp(g))
-            del t_excl
+            if ch.saved is not None:
+                w, ratio, clamped = ch.saved
+            else:
+                alpha, om, t_excl, w, excl, clamped = _forward_chunk(coef, basis, _needs_clamp(g))
+                del t_excl
+                ratio = alpha.div_(om).masked_fill_(excl, 0.0)  # a_i / (1 - a_i) where used
             go = grad_out[ch.tiles]  # (T,P,D+1)
             gf, ga = go[..., :D], go[..., D:]
             fg = ft[idx]  # (T,K,D)
@@ -141,7 +153,6 @@ class _Composite(torch.autograd.Function):
             wg = gdot.mul_(w)
             suffix = wg.sum(-1, keepdim=True) - torch.cumsum(wg, -1)  # sum_{j>i} w_j g_j
             # dL/ds_i = a_i dL/da_i = a_i T_i g_i - a_i S_i / (1 - a_i) = w_i g_i - S_i a_i / (1 - a_i)
-            ratio = alpha.div_(om).masked_fill_(excl, 0.0)
             v_s = wg.sub_(suffix.mul_(ratio))
             if clamped is not None:
                 v_s.masked_fill_(clamped, 0.0)  # alpha = 0.999 does not depend on s

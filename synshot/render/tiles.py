@@ -9,6 +9,7 @@ their list length and cut into chunks whose padded size ``tiles x K_max x tile_s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -21,6 +22,7 @@ class Chunk:
     tiles: Tensor  # (T,) global tile ids (camera * tiles_per_image + ty * tiles_x + tx)
     idx: Tensor  # (T, K) row into the projected arrays, front to back; padding = sentinel M
     k_used: int = -1  # set by the forward pass: list positions any pixel of the chunk still used
+    saved: Optional[tuple] = None  # (w, a/(1-a), clamp mask) kept by the forward for the backward
 
 
 @dataclass
