@@ -237,12 +237,17 @@ def generator_config(cfg: SynthConfig) -> dict[str, Any]:
     return {"synth": json.loads(dump_config(cfg)), "head_model_version": getattr(head_mod, "HEAD_MODEL_VERSION", None)}
 
 
-def finalize(cfg: SynthConfig, out: str) -> dict[str, dict[str, Any]]:
-    """Rebuild every split's manifest from the complete shards (idempotent; run after all array tasks)."""
+def finalize(cfg: SynthConfig, out: str, trust_plan: bool = False) -> dict[str, dict[str, Any]]:
+    """Rebuild every split's manifest from the complete shards (idempotent; run after all array tasks).
+
+    ``trust_plan``: take sample counts from the plan instead of reading every sidecar (the quick
+    rebuild at the end of each array task; ``--finalize`` reads them all).
+    """
     plan = DatasetPlan(cfg)
     gen = generator_config(cfg)
+    known = {j.name: len(j.samples) for j in plan.shards} if trust_plan else None
     return {
-        split: build_manifest(out, split, gen, len(plan.shards_of(split)), cfg.storage_options)
+        split: build_manifest(out, split, gen, len(plan.shards_of(split)), cfg.storage_options, known)
         for split in SPLITS
         if plan.shards_of(split)
     }
@@ -290,7 +295,7 @@ def synthesize(
                 rendered.append(job.name)
         finally:
             bar.close()
-    manifests = finalize(cfg, out)
+    manifests = finalize(cfg, out, trust_plan=True)
     return {"rendered": rendered, "skipped": skipped, "seconds": time.perf_counter() - start, "manifests": manifests}
 
 

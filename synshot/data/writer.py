@@ -139,13 +139,22 @@ def read_sidecar(root: str, split: str, index: int, storage_options: Mapping[str
         raise ManifestError(f"{url}: sidecar is not valid JSON ({exc}); delete it to re-render that shard") from None
 
 
-def completed_shards(root: str, split: str, storage_options: Mapping[str, Any] | None = None) -> dict[int, dict[str, Any]]:
-    """``{index: sidecar}`` of the complete shards of ``split`` (tar present and sidecar written after it)."""
+def completed_shards(
+    root: str, split: str, storage_options: Mapping[str, Any] | None = None, known_counts: Mapping[str, int] | None = None
+) -> dict[int, dict[str, Any]]:
+    """``{index: sidecar}`` of the complete shards of ``split`` (tar present and sidecar written after it).
+
+    ``known_counts`` (shard name -> samples, e.g. from the generation plan) skips reading those sidecars:
+    one listing instead of one request per shard, for the rebuild every array task does at its end.
+    """
     names = set(storage.list_names(root, storage_options))
     out: dict[int, dict[str, Any]] = {}
     for name in names:
         parsed = parse_shard_name(name)
         if parsed is None or parsed[0] != split or name + SIDECAR_SUFFIX not in names:
+            continue
+        if known_counts is not None and name in known_counts:
+            out[parsed[1]] = {"name": name, "num_samples": int(known_counts[name])}
             continue
         record = read_sidecar(root, split, parsed[1], storage_options)
         if record is not None and record.get("name") == name:
@@ -164,9 +173,10 @@ def build_manifest(
     generator_config: Mapping[str, Any],
     planned_shards: int | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    known_counts: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Rebuild ``{split}.json`` from the complete shards and publish it atomically (idempotent)."""
-    done = completed_shards(root, split, storage_options)
+    done = completed_shards(root, split, storage_options, known_counts)
     shards = [{"name": done[i]["name"], "num_samples": int(done[i]["num_samples"])} for i in sorted(done)]
     manifest = {
         "schema_version": SCHEMA_VERSION,
