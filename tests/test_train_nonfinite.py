@@ -87,3 +87,24 @@ def test_stop_request_on_sigterm_and_sigusr1():
             os.kill(os.getpid(), sig)
             assert stop.requested and stop.signum == sig
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+@pytest.mark.xfail(strict=False, reason="ZeRO-3 hooks cannot see dataclass outputs of parameterless submodules: "
+                   "synshot.model.sampler.PartSampler returns a dataclass (SampledPoints); a NamedTuple fixes it "
+                   "(verified by patching). Owner: synshot/model.")
+def test_zero3_trains_and_consolidates(setup, tmp_path, monkeypatch):
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    env, cfg, (b0, b1, b2) = setup
+    cfg = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"zero_stage": 3})})
+    torch.manual_seed(0)
+    engine, _ = build_engine(SynShotPrior(cfg.model), cfg.optim, cfg.distributed, env, cfg.data.batch_size, 10)
+    task = PriorTask(PriorLoss(cfg.loss), cfg.render, "cpu", bf16=False)
+    for b in (b0, b1):
+        out = task.training_step(engine, b, False)
+        engine.backward(out.loss)
+        engine.step()
+    ck = CheckpointManager(tmp_path / "ck", 0, 1, 1)
+    path = ck.save(engine, 2, {}, {"zero_stage": 3})
+    state = get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name)
+    assert set(state) >= {k for k, _ in SynShotPrior(cfg.model).named_parameters()}

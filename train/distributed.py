@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import MutableMapping
 
 DEFAULT_SLURM_PORT_BASE = 20000  # MASTER_PORT = base + SLURM_JOB_ID % 20000 when the script sets none
@@ -169,7 +170,7 @@ def resolve_env(env: MutableMapping[str, str], cuda_available: bool | None = Non
     return DistEnv(rank, world, local_rank, addr, port, launcher, backend, device)
 
 
-def setup_distributed() -> DistEnv:
+def setup_distributed(timeout_minutes: float = 30) -> DistEnv:
     """Resolve the environment, pin the CUDA device, and initialise the process group (idempotent).
 
     On CPU, DeepSpeed's shm_comm op would be JIT-compiled on first init (35-60 s); it is switched off
@@ -195,7 +196,8 @@ def setup_distributed() -> DistEnv:
     import torch.distributed as tdist
 
     if not tdist.is_initialized():
-        deepspeed.init_distributed(dist_backend=dist_env.backend, auto_mpi_discovery=False)
+        deepspeed.init_distributed(dist_backend=dist_env.backend, auto_mpi_discovery=False,
+                                   timeout=timedelta(minutes=timeout_minutes))
     elif tdist.get_world_size() != dist_env.world_size:
         raise DistributedSetupError(
             f"a process group of size {tdist.get_world_size()} already exists, environment says {dist_env.world_size}"

@@ -100,6 +100,7 @@ class Trainer:
         self.zero_stage = engine.zero_optimization_stage()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True) if rank == 0 else None)
         self.last_loss: float | None = None
+        self._saved_step = start_step if start_step > 0 else -1  # resumed: that checkpoint exists already
 
     # ------------------------------------------------------------------ helpers
     def _snapshot_buffers(self) -> list[torch.Tensor]:
@@ -122,6 +123,7 @@ class Trainer:
 
     def save(self) -> None:
         path = self.ckpt.save(self.engine, self.step, self.rank_state(), self.meta)
+        self._saved_step = self.step
         self.log(f"[train] step {self.step}: checkpoint {path}")
 
     def _next_batch(self, it):
@@ -149,7 +151,8 @@ class Trainer:
         try:
             while self.step < s.max_steps:
                 if _any_rank(self.stop.requested, self.device):
-                    self.save()
+                    if self._saved_step != self.step:  # a periodic save may have just written this step
+                        self.save()
                     self.log(f"[train] stopped by signal at step {self.step}; exit {EXIT_PREEMPTED} to requeue")
                     return EXIT_PREEMPTED
                 next_step = self.step + 1

@@ -72,7 +72,7 @@ def train(cfg, resume: str = "auto") -> int:
 
     stop = StopRequest().install()  # first: a signal during start-up is remembered, not fatal
     try:
-        env = setup_distributed()
+        env = setup_distributed(cfg.distributed.timeout_minutes)
         rank, world = env.rank, env.world_size
         bf16 = cfg.distributed.use_bf16(env.device.startswith("cuda"))
         _log(rank, f"[train] run {cfg.run_dir} | launcher {env.launcher} | world {world} | {env.device} "
