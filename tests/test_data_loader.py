@@ -226,3 +226,21 @@ def test_reader_reports_truncation_mid_member_and_at_a_boundary(tmp_path):
     items = list(iter_shard(str(tmp_path / "edge.tar"), expected_samples=record["num_samples"]))
     assert [i["__key__"] for i in items[:-1]] == ["000000_0000", "000001_0000", "000002_0000"]
     assert isinstance(items[-1], ShardFailure) and "holds 3 samples but the manifest says 4" in items[-1].message
+
+
+def test_resume_with_corrupt_shards_restores_batches_and_counters(tmp_path):
+    root = str(tmp_path)
+    _corrupt_dataset(root, n_good=3, per_shard=4)
+    cfg = _cfg(root, num_workers=2, batch_size=3, max_corrupt_fraction=0.9, corrupt_min_events=1000)
+    full_loader = make_loader(cfg)
+    it = iter(full_loader)
+    full = [next(it) for _ in range(12)]
+    full_counters = full_loader.counters
+    del it
+    first = make_loader(cfg)
+    _take(first, 5)
+    resumed = make_loader(cfg)
+    resumed.load_state_dict(first.state_dict())
+    rest = _take(resumed, 7)
+    assert all(_same(a, b) for a, b in zip(rest, full[5:]))
+    assert resumed.counters == full_counters and full_counters["shard_errors"] > 0
