@@ -75,6 +75,7 @@ def test_run_layout_and_tensorboard(full_run):
     assert lrs[0] < lrs[1] and lrs[-1] < lrs[1]  # warmup then decay
 
 
+@pytest.mark.slow
 def test_sigusr1_checkpoints_exits_75_and_resume_is_bit_identical(full_run, train_dataset, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

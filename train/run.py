@@ -83,6 +83,7 @@ def train(cfg, resume: str = "auto") -> int:
         seed_everything(cfg.seed, rank)
         loss = PriorLoss(cfg.loss).to(env.device)
         loader = make_loader(cfg.data, rank, world)
+        _check_head_version(loader, rank)
         task = PriorTask(loss, cfg.render, env.device, bf16)
         validator = Validator(cfg, task, rank, world) if cfg.logging.val_samples > 0 else None
         engine, _ = build_engine(model, cfg.optim, cfg.distributed, env, cfg.data.batch_size, cfg.max_steps)
@@ -148,6 +149,17 @@ def train(cfg, resume: str = "auto") -> int:
         return code
     finally:
         stop.close()
+
+
+def _check_head_version(loader, rank: int) -> None:
+    """Warn when the shards were rendered with another head model (UV layout / regions may differ)."""
+    from synshot.head import HEAD_MODEL_VERSION
+
+    gen = (getattr(loader, "manifest", None) or {}).get("generator_config") or {}
+    data_version = gen.get("head_model_version")
+    if data_version is not None and data_version != HEAD_MODEL_VERSION:
+        _log(rank, f"[train] WARNING: the data was rendered with head model {data_version!r}, this code has "
+                   f"{HEAD_MODEL_VERSION!r}: UV regions of the prior may not match the maps")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
