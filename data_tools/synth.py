@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", action="store_true", help="print the dataset plan (splits, shards, images) and exit")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. num_identities=8 spp=4")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
     try:
         cfg = load_config(SynthConfig, args.config, args.overrides)
     except ConfigError as exc:
