@@ -21,7 +21,7 @@ from synshot.data.synthesize import DatasetPlan, SynthConfig, finalize, synthesi
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="configs/data/<name>.yaml")
-    parser.add_argument("--out", required=True, help="dataset root URL: path, file://, s3://, gs://, memory://")
+    parser.add_argument("--out", help="dataset root URL: path, file://, s3://, gs://, memory:// (not needed with --plan)")
     parser.add_argument("--shard-index", type=int, default=0, help="this array task (0-based)")
     parser.add_argument("--num-shards", type=int, default=1, help="number of array tasks sharing the work")
     parser.add_argument("--finalize", action="store_true", help="only rebuild the split manifests from complete shards")
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         summary["total_shards"] = len(plan.shards)
         print(json.dumps(summary, indent=1))
         return 0
+    if not args.out:
+        print("error: --out URL is required (where the shards go)", file=sys.stderr)
+        return 2
     if not (args.num_shards >= 1 and 0 <= args.shard_index < args.num_shards):
         print(f"error: --shard-index {args.shard_index} must be in [0, --num-shards {args.num_shards})", file=sys.stderr)
         return 2
