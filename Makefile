@@ -122,3 +122,13 @@ demo: setup
 ## eval         demo pipeline + the paper's ablations (same budget) + baselines -> runs/demo/eval/report.md
 eval: setup
 	$(PYTHON) -m synshot.demo --config configs/demo/eval.yaml $(ARGS)
+
+# ---- renderer (synshot/render/, synshot/bench/render.py, docs/render.md) ----
+.PHONY: test-render bench-render
+## test-render  renderer tests (GPU parity test runs only where CUDA is available)
+test-render: setup
+	$(PYTHON) -m pytest -q tests/test_render.py
+
+## bench-render renderer timings/peak memory -> results/bench-render.json
+bench-render: setup
+	$(PYTHON) -m synshot.bench --only render --out results/bench-render.json

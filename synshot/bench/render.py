@@ -4,7 +4,10 @@ Each case runs in a fresh subprocess so that its peak memory is its own:
 - CPU: peak RSS increase = ``ru_maxrss`` after one cold forward+backward minus the resident set
   just before it (read from /proc/self/statm). ``tracemalloc`` does not see torch's allocations.
 - CUDA: ``torch.cuda.max_memory_allocated`` after the run minus ``memory_allocated`` before it.
-Time is the median of warm repeats of forward + ``loss.backward()`` (CUDA: synchronised).
+Time is the median of warm repeats of forward + ``loss.backward()`` (CUDA: synchronised): wall
+time with torch's default threads, and (CPU) process CPU time with ONE thread, which stays
+meaningful when other jobs share the cores (two spinning OpenMP threads on an oversubscribed
+2-core machine can be 10x slower in wall time).
 
 Usage: ``PYTHONPATH=. python -m synshot.bench --only render`` (all figures), or one case:
 ``PYTHONPATH=. python -m synshot.bench.render --case 10000 128 --device cpu --backend torch``.
@@ -54,9 +57,12 @@ def _rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure_case(n: int, size: int, device: str, backend: str, repeats: int) -> dict:
+def measure_case(n: int, size: int, device: str, backend: str, repeats: int, threads: int = 0) -> dict:
     """Run in the current process (call in a fresh one): cold peak memory, then warm timings."""
     import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
 
     from synshot.render import rasterize
 
@@ -86,22 +92,23 @@ def measure_case(n: int, size: int, device: str, backend: str, repeats: int) -> 
         peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
         if cuda:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return {"time_s": statistics.median(times), "peak_mb": peak_mb, "coverage": coverage,
-            "threads": torch.get_num_threads()}
+        cpu.append(time.process_time() - c0)
+    return {"time_s": statistics.median(times), "cpu_s": statistics.median(cpu), "peak_mb": peak_mb,
+            "coverage": coverage, "threads": torch.get_num_threads()}
 
 
-def _run_case(n: int, size: int, device: str, backend: str, repeats: int) -> dict:
+def _run_case(n: int, size: int, device: str, backend: str, repeats: int, threads: int = 0) -> dict:
     cmd = [sys.executable, "-m", "synshot.bench.render", "--case", str(n), str(size), "--device", device,
-           "--backend", backend, "--repeats", str(repeats)]
+           "--backend", backend, "--repeats", str(repeats), "--threads", str(threads)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"render bench case {n}/{size}/{device}/{backend} failed:\n{res.stderr[-2000:]}")
@@ -114,9 +121,11 @@ def run(quick: bool) -> dict:
     repeats = 2 if quick else 5
     figures: dict = {}
     for n, size in ((10_000, 128), (50_000, 256)):
+        tag = f"{n // 1000}k_{size}"
         r = _run_case(n, size, "cpu", "torch", repeats)
-        figures[f"splat_fwd_bwd_s_{n // 1000}k_{size}"] = r["time_s"]
-        figures[f"splat_fwd_bwd_peak_mb_{n // 1000}k_{size}"] = r["peak_mb"]
+        figures[f"splat_fwd_bwd_s_{tag}"] = r["time_s"]
+        figures[f"splat_fwd_bwd_peak_mb_{tag}"] = r["peak_mb"]
+        figures[f"splat_fwd_bwd_cpu_s_1thread_{tag}"] = _run_case(n, size, "cpu", "torch", repeats, 1)["cpu_s"]
     if torch.cuda.is_available():
         for n, size in ((50_000, 256), (200_000, 512)):
             for backend in ("torch", "gsplat"):
@@ -133,10 +142,12 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", default="torch", choices=["torch", "gsplat", "auto"])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if args.case:
-        print(json.dumps(measure_case(args.case[0], args.case[1], args.device, args.backend, args.repeats)))
+        print(json.dumps(measure_case(args.case[0], args.case[1], args.device, args.backend, args.repeats,
+                                      args.threads)))
     else:
         print(json.dumps(run(args.quick), indent=2))
     return 0
