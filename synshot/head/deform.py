@@ -83,7 +83,7 @@ class Deformer:
         self.ear_anchor = t(np.stack([tpl.anchors["ear_l"], tpl.anchors["ear_r"]]))
         jaw_w = torch.zeros(tpl.n_verts)
         y0 = torch.as_tensor(tpl.P0[:, 1], dtype=torch.float32)
-        jaw_w[part == PART["teeth"]] = (y0[part == PART["teeth"]] < self.mouth_y).float()
+        jaw_w[part == PART["teeth"]] = (torch.as_tensor(tpl.side)[part == PART["teeth"]] < 0).float()
         jaw_w[part == PART["tongue"]] = 1.0
         jaw_w[part == PART["cavity"]] = _ss(self.mouth_y + 0.004, self.mouth_y - 0.010, y0[part == PART["cavity"]])
         self.jaw_w_parts = t(jaw_w)
@@ -198,10 +198,18 @@ class Deformer:
         r = self.scalp_r.clamp(min=0)
         vol = _scalar(ident.hair_volume, P.dtype, P.device)
         length = _scalar(ident.hair_length, P.dtype, P.device)
-        thick = (0.0015 + 0.026 * vol) * (1 - _ss(0.82, 1.0, r)) * (1 + 0.3 * (1 - r))
+        rim = 1 - _ss(0.82, 1.0, r)
+        thick = (0.0015 + 0.026 * vol) * rim * (1 + 0.3 * (1 - r))
+        # strand clumps: ridges running from the crown, phase from the texture seed (not differentiable)
+        phase = (int(ident.texture_seed) % 997) / 997 * 2 * math.pi
+        phi = self.phi
+        ridge = torch.cos(phi * 23 + phase + 2.5 * torch.sin(r * 5 + phi * 3 + phase)) \
+            + 0.5 * torch.cos(phi * 41 - 1.7 * phase + 4 * r)
+        thick = thick + (0.0006 + 0.0035 * vol) * ridge * rim * _ss(0.15, 0.5, r)
         d = N * thick[:, None]
         back = _ss(0.35 * math.pi, 0.6 * math.pi, self.phi.abs())
-        hang = length * 0.16 * _ss(0.45, 0.85, r) * (1 - _ss(0.9, 1.0, r)) * back
+        ragged = 1 + 0.12 * torch.sin(phi * 17 + phase) + 0.06 * torch.sin(phi * 31 - phase)
+        hang = length * 0.16 * ragged * _ss(0.45, 0.85, r) * (1 - _ss(0.9, 1.0, r)) * back
         horiz = torch.nn.functional.normalize(torch.stack([N[:, 0], torch.zeros_like(r), N[:, 2]], -1), dim=-1)
         d = d + horiz * (0.3 * hang)[:, None]
         d[:, 1] = d[:, 1] - hang

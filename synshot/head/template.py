@@ -117,7 +117,7 @@ class Template:
     region: np.ndarray        # (V,) int64 index into REGION_NAMES
     part: np.ndarray          # (V,) int64 index into PART_NAMES
     weld: np.ndarray          # (V,) int64 group id: coincident seam copies share normals
-    side: np.ndarray          # (V,) int64: +1 left (+x) / -1 right part (eyes, ears), 0 otherwise
+    side: np.ndarray          # (V,) int64: +1 left (+x) / -1 right (eyes, ears); +1 upper / -1 lower (teeth)
     lower_lip: np.ndarray     # (V,) bool: lower copies of the mouth slit
     local: np.ndarray         # (V, 2) chart-local coords in [0, 1] (texture synthesis)
     scalp_r: np.ndarray       # (V,) 0 at crown .. 1 at hairline (scalp), -1 elsewhere
@@ -263,13 +263,14 @@ def _teeth(bld: _Builder, name: str, island: str, mouth: np.ndarray, upper: bool
                 nx, nz = 2 * 0.017 * t * 0.022 / 0.022, 1.0
                 nl = math.hypot(nx, nz)
                 nx, nz = nx / nl, nz / nl
-                yc = mouth[1] + (0.0022 if upper else -0.0032)
+                yc = mouth[1] + (0.0008 if upper else -0.0014)
                 dy = 0.0046 * float(spow(np.array(math.cos(ang)), 0.5))
                 dn = 0.0017 * float(spow(np.array(math.sin(ang)), 0.5))
                 pos = np.array([x + dn * nx, yc + dy, z + dn * nz])
                 a, b = ci / n_a, cj / n_b
                 ids.append(bld.vert((name, ci, cj), (name, ci, cj % n_b), **_defaults(
-                    P0=pos, uv=_island(island, a, b), region=REGION["mouth"], part=PART["teeth"], local=(a, b))))
+                    P0=pos, uv=_island(island, a, b), region=REGION["mouth"], part=PART["teeth"], local=(a, b),
+                    side=1 if upper else -1)))
             bld.quad(*ids)
 
 
@@ -333,7 +334,7 @@ def _build_cached(cfg_json: str) -> Template:
     m = cfg.mouth_grid
     _sphere(bld, "cavity", "cavity", (0.0, mouth[1] - 0.006, mouth[2] - 0.039), (0.028, 0.022, 0.030), m,
             int(m * 1.6), "mouth", "cavity", 0, inward=True)
-    _sphere(bld, "tongue", "tongue", (0.0, mouth[1] - 0.0125, mouth[2] - 0.034), (0.0175, 0.0065, 0.022), m,
+    _sphere(bld, "tongue", "tongue", (0.0, mouth[1] - 0.0150, mouth[2] - 0.034), (0.0175, 0.0060, 0.022), m,
             int(m * 1.6), "mouth", "tongue", 0)
     _teeth(bld, "teeth_up", "teeth_up", mouth, True, m)
     _teeth(bld, "teeth_lo", "teeth_lo", mouth, False, m)

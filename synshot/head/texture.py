@@ -70,8 +70,9 @@ class NoiseBank:
 
     def _field(self, name: str, slot: int, coords: np.ndarray, freq: float, octaves: int) -> np.ndarray:
         key = (name, int(slot), len(coords))
-        if key not in self._cache:
-            self._cache[key] = fbm(coords, freq, octaves, 7919 * int(slot) + 17).astype(np.float32)
+        if key not in self._cache:                    # fill all slots at once: stable cost per identity
+            for k in range(self.slots):
+                self._cache[(name, k, len(coords))] = fbm(coords, freq, octaves, 7919 * k + 17).astype(np.float32)
         return self._cache[key]
 
 
@@ -199,7 +200,7 @@ def synthesize_albedo(ident: IdentityParams, tpl: Template, texel_attrs: dict[st
     tm = part == PART["teeth"]
     if tm.any():
         a, b = loc[tm, 0], loc[tm, 1]
-        upper = y[tm] > _mouth_y(tpl)
+        upper = texel_attrs["side"][tm] > 0
         gap = np.exp(-((((a * 9) % 1.0) - 0.5) / 0.05) ** 2)
         c = np.array([0.92, 0.89, 0.80]) * (1 - 0.3 * gap)[:, None]
         cb = np.cos(2 * np.pi * b)
