@@ -23,9 +23,6 @@ class ShardFailure:
     message: str
 
 
-RawItem = "dict[str, Any] | ShardFailure"
-
-
 def iter_shard(
     url: str, storage_options: Mapping[str, Any] | None = None, expected_samples: int | None = None
 ) -> Iterator[dict[str, Any] | ShardFailure]:

@@ -164,14 +164,6 @@ def makedirs(url: str, storage_options: Mapping[str, Any] | None = None) -> None
         os.makedirs(local_path(url), exist_ok=True)
 
 
-def remove(url: str, storage_options: Mapping[str, Any] | None = None) -> None:
-    fs, path = filesystem(url, storage_options)
-    try:
-        fs.rm(path)
-    except FileNotFoundError:
-        pass
-
-
 def register_gopen(storage_options: Mapping[str, Any] | None = None, http: str = "curl") -> None:
     """Make ``webdataset`` open any fsspec URL (s3://, gs://, memory://, ...) with ``storage_options``.
 

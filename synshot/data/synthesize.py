@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from synshot.config import ConfigBase, dump_config
 from synshot.data import storage
-from synshot.data.schema import encode_sample, sample_key
+from synshot.data.schema import encode_sample
 from synshot.data.writer import build_manifest, shard_is_complete, shard_name, write_shard
 from synshot.head.config import HeadConfig
 from synshot.raytrace.tracer import RayTraceConfig
@@ -305,7 +305,3 @@ def default_renderers(cfg: SynthConfig) -> tuple[Any, Any]:
     from synshot.raytrace import RayTracer
 
     return HeadModel(cfg.head), RayTracer(cfg.raytrace_config())
-
-
-def keys_of(plan: DatasetPlan, split: str) -> list[str]:
-    return [sample_key(i, e) for job in plan.shards_of(split) for i, e in job.samples]
