@@ -111,3 +111,20 @@ def test_synth_sbatch_array_on_local_cluster(tmp_path):
         assert m["complete"] and m["num_samples"] == n, (split, m)
     finalize_logs = list(logs.glob("finalize-*.out"))
     assert len(finalize_logs) == 1 and "rebuilding manifests" in finalize_logs[0].read_text()
+
+
+def test_rerun_with_another_config_refuses_to_mix(tmp_path):
+    from synshot.data.synthesize import config_fingerprint, synthesize
+    from synshot.data.writer import ManifestError
+
+    cfg = load_config(SynthConfig, CONFIG, SMALL + ["num_identities=1", "splits={train: 1.0, val: 0.0, test: 0.0}",
+                                                    "storage_options={anon: false}"])
+    out = str(tmp_path)
+    assert len(synthesize(cfg, out, progress=False)["rendered"]) == 2
+    manifest = read_manifest(out, "train")
+    assert manifest["generator_config"]["fingerprint"] == config_fingerprint(cfg)
+    assert "storage_options" not in manifest["generator_config"]["synth"]  # may hold credentials
+    assert synthesize(cfg.model_copy(update={"torch_threads": 2}), out, progress=False)["skipped"] == [
+        "train-000000.tar", "train-000001.tar"]  # thread count does not change the bytes
+    with pytest.raises(ManifestError, match="another generator config"):
+        synthesize(cfg.model_copy(update={"spp": 3}), out, progress=False)

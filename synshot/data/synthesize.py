@@ -162,19 +162,6 @@ def render_seed(seed: int, identity: int, expression: int) -> int:
     return int(np.random.SeedSequence([int(seed), 15, int(identity), int(expression)]).generate_state(1)[0] % (2**31 - 2**16))
 
 
-def _render(tracer: Any, mesh: Any, cameras: list, lighting_id: int, size: int, seed: int) -> list:
-    """Render with sampler seeds that depend on the sample only, never on how many images this process
-    rendered before, so a shard is identical whichever array task (re-)renders it."""
-    try:
-        return tracer.render(mesh, cameras, lighting_id, width=size, height=size, seed=seed)
-    except TypeError as exc:
-        if "seed" not in str(exc):
-            raise
-    # this RayTracer numbers its renders (seed = cfg.seed * 100003 + count): pin the counter instead
-    tracer._renders = seed - tracer.cfg.seed * 100003
-    return tracer.render(mesh, cameras, lighting_id, width=size, height=size)
-
-
 def render_sample(head: Any, tracer: Any, cfg: SynthConfig, identity: int, expression: int) -> dict[str, Any]:
     """Render sample ``(identity, expression)`` and return it encoded per the schema (``{"__key__", member: bytes}``).
 
@@ -197,7 +184,10 @@ def render_sample(head: Any, tracer: Any, cfg: SynthConfig, identity: int, expre
     with torch.no_grad():
         maps = head.uv_maps(ident, expr, cfg.uv_size)
         mesh = head.mesh(ident, expr, pose)
-    views = _render(tracer, mesh, cameras, lighting_id, cfg.image_size, render_seed(cfg.seed, identity, expression))
+    # sampler seeds from the sample only (not from how many images this process rendered before), so a
+    # shard is identical whichever array task (re-)renders it
+    views = tracer.render(mesh, cameras, lighting_id, width=cfg.image_size, height=cfg.image_size,
+                          seed=render_seed(cfg.seed, identity, expression))
     info = tracer.info() if callable(tracer.info) else tracer.info
     meta = {
         "identity": identity,
@@ -230,11 +220,24 @@ def render_sample(head: Any, tracer: Any, cfg: SynthConfig, identity: int, expre
 
 
 def generator_config(cfg: SynthConfig) -> dict[str, Any]:
+    """What the manifests record about the generator: the config (without storage options, which may
+    hold credentials), the head model version, and a fingerprint of everything that changes the bytes."""
+    import hashlib
     import json
 
     from synshot import head as head_mod
 
-    return {"synth": json.loads(dump_config(cfg)), "head_model_version": getattr(head_mod, "HEAD_MODEL_VERSION", None)}
+    synth = json.loads(dump_config(cfg))
+    synth.pop("storage_options", None)
+    content = {k: v for k, v in synth.items() if k != "torch_threads"}
+    version = getattr(head_mod, "HEAD_MODEL_VERSION", None)
+    digest = hashlib.sha256(json.dumps([content, version], sort_keys=True).encode()).hexdigest()[:16]
+    return {"synth": synth, "head_model_version": version, "fingerprint": digest}
+
+
+def config_fingerprint(cfg: SynthConfig) -> str:
+    """Hash of everything that changes the rendered bytes (not storage options or thread counts)."""
+    return generator_config(cfg)["fingerprint"]
 
 
 def finalize(cfg: SynthConfig, out: str, trust_plan: bool = False) -> dict[str, dict[str, Any]]:
@@ -268,7 +271,8 @@ def synthesize(
     plan = DatasetPlan(cfg)
     jobs = plan.task_shards(shard_index, num_shards)
     storage.makedirs(out, cfg.storage_options)
-    todo = [j for j in jobs if not shard_is_complete(out, j.split, j.index, cfg.storage_options)]
+    fingerprint = config_fingerprint(cfg)
+    todo = [j for j in jobs if not shard_is_complete(out, j.split, j.index, cfg.storage_options, fingerprint)]
     skipped = [j.name for j in jobs if j not in todo]
     start = time.perf_counter()
     rendered: list[str] = []
@@ -291,7 +295,7 @@ def synthesize(
 
         try:
             for job in todo:
-                write_shard(out, job.split, job.index, samples(job), cfg.storage_options)
+                write_shard(out, job.split, job.index, samples(job), cfg.storage_options, fingerprint=fingerprint)
                 rendered.append(job.name)
         finally:
             bar.close()

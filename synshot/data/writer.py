@@ -89,8 +89,12 @@ def write_shard(
     samples: Iterable[Mapping[str, Any]],
     storage_options: Mapping[str, Any] | None = None,
     tmp_dir: str | None = None,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """Build shard ``index`` of ``split`` from ``samples`` locally, then publish tar + sidecar atomically.
+
+    ``fingerprint`` (of the generator config) is stored in the sidecar so that a re-run with another
+    config can refuse to mix its shards with these.
 
     ``samples`` may be a lazy generator (rendering happens while the tar is built); if it raises or the
     process dies, nothing is published. Returns the sidecar record ``{name, num_samples, bytes, sha256, keys}``.
@@ -115,6 +119,7 @@ def write_shard(
             "sha256": _sha256(tmp),
             "keys": keys,
             "schema_version": SCHEMA_VERSION,
+            "fingerprint": fingerprint,
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         if local_target:
@@ -162,9 +167,21 @@ def completed_shards(
     return out
 
 
-def shard_is_complete(root: str, split: str, index: int, storage_options: Mapping[str, Any] | None = None) -> bool:
+def shard_is_complete(
+    root: str, split: str, index: int, storage_options: Mapping[str, Any] | None = None, fingerprint: str | None = None
+) -> bool:
+    """True when the shard and its sidecar exist. With ``fingerprint``, a complete shard written under
+    another generator config is an error (mixing two configs in one dataset would go unnoticed)."""
     record = read_sidecar(root, split, index, storage_options)
-    return record is not None and storage.exists(storage.join(root, shard_name(split, index)), storage_options)
+    if record is None or not storage.exists(storage.join(root, shard_name(split, index)), storage_options):
+        return False
+    if fingerprint is not None and record.get("fingerprint") != fingerprint:
+        raise ManifestError(
+            f"{storage.join(root, shard_name(split, index))} was written with another generator config "
+            f"(fingerprint {record.get('fingerprint')!r}, now {fingerprint!r}); write to a new --out or delete "
+            "the old shards (the same config must be used for every task and re-run)"
+        )
+    return True
 
 
 def build_manifest(
