@@ -356,13 +356,16 @@ def test_projection_matches_gsplat_torch_reference():
 # ---------------------------------------------------------------- gradients
 
 
-def _fd_check(fn, params, eps=1e-6, rtol=1e-4, atol=1e-7):
+def _fd_check(fn, params, eps=1e-6, rtol=1e-4, atol=1e-7, max_entries=10):
+    """Central differences on up to ``max_entries`` random entries of every parameter tensor."""
     loss = fn(*params)
     grads = torch.autograd.grad(loss, params)
+    pick = torch.Generator().manual_seed(0)
     for idx, (name, p, g) in enumerate(zip(("means", "quats", "scales", "opacities", "colors"), params, grads)):
-        num = torch.zeros_like(p)
         flat = p.detach().reshape(-1)
-        for i in range(flat.numel()):
+        entries = torch.randperm(flat.numel(), generator=pick)[:max_entries].tolist()
+        num = torch.zeros(len(entries), dtype=p.dtype)
+        for j, i in enumerate(entries):
             plus, minus = flat.clone(), flat.clone()
             plus[i] += eps
             minus[i] -= eps
@@ -371,9 +374,10 @@ def _fd_check(fn, params, eps=1e-6, rtol=1e-4, atol=1e-7):
             lp = float(fn(*args))
             args[idx] = minus.reshape(p.shape)
             lm = float(fn(*args))
-            num.view(-1)[i] = (lp - lm) / (2 * eps)
-        assert float(g.abs().max()) > 0, f"{name}: gradient is identically zero"
-        torch.testing.assert_close(g, num, rtol=rtol, atol=atol, msg=lambda m: f"d loss / d {name}: {m}")
+            num[j] = (lp - lm) / (2 * eps)
+        ours = g.reshape(-1)[entries]
+        assert float(ours.abs().max()) > 0, f"{name}: gradient is identically zero"
+        torch.testing.assert_close(ours, num, rtol=rtol, atol=atol, msg=lambda m: f"d loss / d {name}: {m}")
 
 
 @pytest.mark.parametrize("sh", [False, True])
