@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--sheet", help="write a contact sheet PNG of the first split here")
     parser.add_argument("--sheet-samples", type=int, default=4)
-    parser.add_argument("--verify-hash", action="store_true", help="also compare each shard's sha256 with its sidecar")
+    parser.add_argument("--verify-hash", action="store_true",
+                        help="also compare each shard's sha256 with its sidecar and check all sidecars share one config fingerprint")
     parser.add_argument("--storage-options", default="{}", help="fsspec options as JSON")
     args = parser.parse_args(argv)
     try:

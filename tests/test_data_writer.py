@@ -114,3 +114,18 @@ def test_array_tasks_partition_the_plan(tmp_path, num_tasks):
     assert DatasetPlan(cfg).shards == plan.shards  # the plan is a pure function of the config
     with pytest.raises(ValueError, match="--shard-index 3"):
         plan.task_shards(3, 3)
+
+
+def test_inspect_flags_shards_from_two_configs(tmp_path):
+    from synshot.data.validate import inspect_split
+
+    root = str(tmp_path)
+    write_shard(root, "train", 0, [encoded(0, 0)], fingerprint="aaaa")
+    write_shard(root, "train", 1, [encoded(1, 0)], fingerprint="aaaa")
+    build_manifest(root, "train", {}, 2)
+    assert inspect_split(root, "train", verify_hash=True)["ok"]
+    write_shard(root, "train", 1, [encoded(1, 0)], fingerprint="bbbb")
+    report = inspect_split(root, "train", verify_hash=True)
+    assert not report["ok"] and "2 different generator configs" in report["errors"][0]
+    with pytest.raises(ManifestError, match="another generator config"):
+        shard_is_complete(root, "train", 1, fingerprint="aaaa")

@@ -47,6 +47,7 @@ def inspect_split(
     keys_seen: set[str] = set()
     image_sizes: set[tuple[int, int]] = set()
     uv_sizes: set[int] = set()
+    fingerprints: set[str | None] = set()
     for entry in manifest["shards"]:
         url = storage.join(root, entry["name"])
         shard = {"name": entry["name"], "manifest_samples": int(entry["num_samples"]), "samples": 0, "corrupt": [], "read_error": None}
@@ -79,9 +80,13 @@ def inspect_split(
                 report["errors"].append(f"{url}: no sidecar to verify the hash against")
             elif _sha256(url, storage_options) != sidecar.get("sha256"):
                 report["errors"].append(f"{url}: sha256 differs from its sidecar (shard replaced or damaged)")
+            if sidecar is not None:
+                fingerprints.add(sidecar.get("fingerprint"))
         report["num_samples"] += shard["samples"]
         report["corrupt_samples"] += len(shard["corrupt"])
         report["shards"].append(shard)
+    if len(fingerprints) > 1:
+        report["errors"].append(f"shards come from {len(fingerprints)} different generator configs (fingerprints {sorted(map(str, fingerprints))})")
     if len(report["errors"]) > max_errors:
         report["errors"] = report["errors"][:max_errors] + [f"... and {len(report['errors']) - max_errors} more"]
     report["identities"] = sorted(identities)
