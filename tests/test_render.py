@@ -61,7 +61,7 @@ def reference_render(means, quats, scales, opac, rgb_or_sh, viewmats, Ks, W, H, 
         T = torch.ones(H, W, dtype=means.dtype)
         done = torch.zeros(H, W, dtype=torch.bool)
         acc = torch.zeros(H, W, 4, dtype=means.dtype)
-        campos = -Rw.T @ t
+        campos = torch.linalg.inv(viewmats[c])[:3, 3]  # as gsplat (same value as -R^T t)
         for i in order.tolist():
             X, Y, Z = mc[i]
             if not (near < Z < far) or opac[i] < 1 / 255:
@@ -432,16 +432,18 @@ def test_gradients_match_autograd_through_dense_reference(scene, keep_forward, m
     w_rgb, w_a, w_d = (torch.rand(2, 16, 16, k, generator=g, dtype=dt) for k in (3, 1, 1))
     grads = {}
     for name, fn in (("ours", rasterize), ("ref", reference_render)):
-        ps = [t.clone().requires_grad_() for t in (means, quats, scales, opac, colors)]
+        ps = [t.clone().requires_grad_() for t in (means, quats, scales, opac, colors, vm)]
         if name == "ours":
-            out = fn(*ps, vm, Ks, 16, 16, sh_degree=sh_degree, backgrounds=bg)
+            out = fn(*ps, Ks, 16, 16, sh_degree=sh_degree, backgrounds=bg)
         else:
-            out = fn(*ps, vm, Ks, 16, 16, sh_degree=sh_degree, bg=bg)
+            out = fn(*ps, Ks, 16, 16, sh_degree=sh_degree, bg=bg)
         ((out.rgb * w_rgb).sum() + (out.alpha * w_a).sum() + 0.1 * (out.depth * w_d).sum()).backward()
         grads[name] = [p.grad for p in ps]
         if scene == "saturating":
             assert float(out.alpha.detach().max()) > 0.9998  # the cut-off is exercised
-    for pname, a, b in zip(("means", "quats", "scales", "opacities", "colors"), grads["ours"], grads["ref"]):
+    # viewmats too: the inversion refines cameras through the renderer
+    for pname, a, b in zip(("means", "quats", "scales", "opacities", "colors", "viewmats"), grads["ours"],
+                           grads["ref"]):
         assert float(b.abs().max()) > 0, pname
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7, msg=lambda m: f"d loss / d {pname}: {m}")
 
@@ -550,9 +552,8 @@ def test_torch_backend_matches_gsplat_on_cuda(sh_degree):
     wts = torch.rand(2, H, W, 3, generator=g).to(dev)
     res = {}
     for backend in ("torch", "gsplat"):
-        ps = [t.to(dev).clone().requires_grad_() for t in (means, quats, scales, opac, colors)]
-        out = rasterize(*ps, vm.to(dev), Ks.to(dev), W, H, sh_degree=sh_degree, backgrounds=bg.to(dev),
-                        backend=backend)
+        ps = [t.to(dev).clone().requires_grad_() for t in (means, quats, scales, opac, colors, vm)]
+        out = rasterize(*ps, Ks.to(dev), W, H, sh_degree=sh_degree, backgrounds=bg.to(dev), backend=backend)
         ((out.rgb * wts).sum() + out.alpha.sum() + 0.1 * (out.depth * out.alpha).sum()).backward()
         res[backend] = (out, [p.grad for p in ps])
     (ot, gt), (og, gg) = res["torch"], res["gsplat"]
@@ -561,7 +562,7 @@ def test_torch_backend_matches_gsplat_on_cuda(sh_degree):
         torch.testing.assert_close(getattr(ot, k), getattr(og, k), atol=2e-4, rtol=0)
     covered = og.alpha > 0.05
     torch.testing.assert_close(ot.depth[covered], og.depth[covered], atol=1e-3, rtol=1e-3)
-    for name, a, b in zip(("means", "quats", "scales", "opacities", "colors"), gt, gg):
+    for name, a, b in zip(("means", "quats", "scales", "opacities", "colors", "viewmats"), gt, gg):
         scale = float(b.abs().max())
         assert scale > 0, name
         err = float((a - b).abs().max()) / scale
