@@ -76,10 +76,12 @@ def build_plan(
         start = torch.cumsum(cnt, 0) - cnt
         local = torch.arange(total, device=dev) - start[row]
         nxr = nx[row]
-        txi = x0[row] + local % nxr
-        tyi = y0[row] + local // nxr
+        qy = torch.div(local, nxr, rounding_mode="floor")
+        txi = x0[row] + (local - qy * nxr)
+        tyi = y0[row] + qy
         hit = _ellipse_meets_tile(means2d.detach(), conics.detach(), opacities.detach(), row, txi, tyi, tile_size)
-        row, txi, tyi = row[hit], txi[hit], tyi[hit]
+        sel = hit.nonzero(as_tuple=True)[0]
+        row, txi, tyi = row[sel], txi[sel], tyi[sel]
         total = row.numel()
         if total == 0:
             return plan
@@ -119,10 +121,10 @@ def _ellipse_meets_tile(means2d, conics, opacities, row, txi, tyi, tile_size) ->
     sigma over the rectangle of pixel centres is 0 when the centre is inside, else on one of the
     four edges, where it is a clamped 1D quadratic minimum.
     """
-    m = means2d[row]
-    a, b, c = conics[row].unbind(-1)
-    level = torch.log(opacities[row] * 255.0)  # sigma <= level  <=>  o exp(-sigma) >= 1/255
-    mx, my = m[:, 0], m[:, 1]
+    # sigma <= level  <=>  o exp(-sigma) >= 1/255
+    packed = torch.cat([means2d, conics, torch.log(opacities * 255.0)[:, None]], -1)[row]  # one gather
+    mx, my, a, b, c, level = packed.unbind(-1)
+    m = packed
     x0 = txi.to(m.dtype) * tile_size + 0.5
     y0 = tyi.to(m.dtype) * tile_size + 0.5
     x1, y1 = x0 + (tile_size - 1), y0 + (tile_size - 1)
