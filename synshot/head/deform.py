@@ -57,6 +57,8 @@ class Deformer:
         self.grid = ((region == REGION["face"]) | (region == REGION["scalp"]) | (region == REGION["neck"])).to(self.device)
         self.face = (region == REGION["face"]).to(self.device)
         self.scalp = (region == REGION["scalp"]).to(self.device)
+        self.face_idx = torch.nonzero(self.face)[:, 0]
+        self.scalp_idx = torch.nonzero(self.scalp)[:, 0]
         self.part = part.to(self.device)
         self.side = t(tpl.side)
         self.lower_lip = torch.as_tensor(tpl.lower_lip, device=self.device)
@@ -194,26 +196,26 @@ class Deformer:
         d[:, 2] = d[:, 2] - 0.001 * e[E["mouth_stretch"]] * gs * one
         return d * gate[:, None]
 
-    def _hair_field(self, P: torch.Tensor, N: torch.Tensor, ident: IdentityParams) -> torch.Tensor:
-        r = self.scalp_r.clamp(min=0)
+    def _hair_field(self, P: torch.Tensor, N: torch.Tensor, ident: IdentityParams, idx: torch.Tensor) -> torch.Tensor:
+        r = self.scalp_r[idx].clamp(min=0)
         vol = _scalar(ident.hair_volume, P.dtype, P.device)
         length = _scalar(ident.hair_length, P.dtype, P.device)
         rim = 1 - _ss(0.82, 1.0, r)
         thick = (0.0015 + 0.026 * vol) * rim * (1 + 0.3 * (1 - r))
         # strand clumps: ridges running from the crown, phase from the texture seed (not differentiable)
         phase = (int(ident.texture_seed) % 997) / 997 * 2 * math.pi
-        phi = self.phi
+        phi = self.phi[idx]
         ridge = torch.cos(phi * 23 + phase + 2.5 * torch.sin(r * 5 + phi * 3 + phase)) \
             + 0.5 * torch.cos(phi * 41 - 1.7 * phase + 4 * r)
         thick = thick + (0.0006 + 0.0035 * vol) * ridge * rim * _ss(0.15, 0.5, r)
         d = N * thick[:, None]
-        back = _ss(0.35 * math.pi, 0.6 * math.pi, self.phi.abs())
+        back = _ss(0.35 * math.pi, 0.6 * math.pi, phi.abs())
         ragged = 1 + 0.12 * torch.sin(phi * 17 + phase) + 0.06 * torch.sin(phi * 31 - phase)
         hang = length * 0.16 * ragged * _ss(0.45, 0.85, r) * (1 - _ss(0.9, 1.0, r)) * back
         horiz = torch.nn.functional.normalize(torch.stack([N[:, 0], torch.zeros_like(r), N[:, 2]], -1), dim=-1)
         d = d + horiz * (0.3 * hang)[:, None]
         d[:, 1] = d[:, 1] - hang
-        return d * self.scalp[:, None]
+        return d
 
     # ---- main -----------------------------------------------------------------------------
     def __call__(self, ident: IdentityParams, expression) -> torch.Tensor:
@@ -224,12 +226,16 @@ class Deformer:
         age = _scalar(ident.age, dt, dev)
         P0, N0 = self.P0, self.N0
         grid = self.grid[:, None].to(dt)
-        face = self.face.to(dt)
 
         d = self._identity_field(P0, N0, shape, f, age) * grid
-        d[:, 2] = d[:, 2] + (self._lid_field(P0, e) + self._lip_field(P0, f, age)) * face
-        d = d + self._expr_field(P0, N0, e) * face[:, None]
-        d = d + self._hair_field(P0, N0, ident)
+        # face-only fields are evaluated on the face vertices (about half the mesh) and scattered back
+        fi = self.face_idx
+        Pf, Nf = P0[fi], N0[fi]
+        d_face = self._expr_field(Pf, Nf, e)
+        d_face = d_face + torch.nn.functional.pad((self._lid_field(Pf, e) + self._lip_field(Pf, f, age))[:, None], (2, 0))
+        d = d.index_add(0, fi, d_face)
+        si = self.scalp_idx
+        d = d.index_add(0, si, self._hair_field(P0[si], N0[si], ident, si))
         # rigid parts follow the identity field at their anchors
         d_anchor = self._identity_field(self.anchor_pts, self.anchor_normals, shape, f, age)
         d = torch.where(self.rigid[:, None], d_anchor[self.which.clamp(min=0)], d)
