@@ -8,7 +8,7 @@ import torch
 
 from synshot.config import load_config
 from synshot.model import SUBMODULES, ExportError, ModelConfig, SynShotPrior, load_exported, render_gaussians, save_exported
-from test_model_sampler import sphere_map, toy_masks
+from test_model_sampler import sphere_map, toy_masks, toy_template
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 B, S = 2, 64
@@ -16,6 +16,11 @@ B, S = 2, 64
 
 def tiny(*overrides: str) -> ModelConfig:
     return load_config(ModelConfig, CONFIGS / "tiny.yaml", overrides)
+
+
+def make(cfg: ModelConfig) -> SynShotPrior:
+    """A prior on the toy UV layout (the real head layout is exercised by test_model_overfit.py)."""
+    return SynShotPrior(cfg, toy_masks, toy_template(cfg.uv_size))
 
 
 def inputs(b=B, s=S, seed=0):
@@ -33,7 +38,7 @@ def inputs(b=B, s=S, seed=0):
 def test_forward_shapes_tiny_and_ablations(overrides):
     cfg = tiny(*overrides)
     torch.manual_seed(0)
-    model = SynShotPrior(cfg, toy_masks)
+    model = make(cfg)
     out = model(*inputs())
     d, g, q = out.decoded, out.gaussians, out.quantized
     assert d.feat.shape == (B, cfg.feature_channels, S, S)
@@ -62,20 +67,20 @@ def test_forward_shapes_tiny_and_ablations(overrides):
 
 
 def test_no_sampling_has_one_gaussian_per_texel_and_sampling_is_denser():
-    dense = SynShotPrior(tiny(), toy_masks).gaussian_counts()
-    flat = SynShotPrior(tiny("sampling=false"), toy_masks).gaussian_counts()
+    dense = make(tiny()).gaussian_counts()
+    flat = make(tiny("sampling=false")).gaussian_counts()
     assert dense["scalp"] > 1.5 * flat["scalp"]
 
 
 def test_submodule_names_are_the_contract():
-    model = SynShotPrior(tiny(), toy_masks)
+    model = make(tiny())
     assert all(isinstance(getattr(model, n), torch.nn.Module) for n in SUBMODULES)
     prefixes = {k.split(".")[0] for k in model.state_dict()}
     assert prefixes == set(SUBMODULES)
 
 
 def test_gaussians_follow_the_decoded_geometry_and_head_pose():
-    model = SynShotPrior(tiny(), toy_masks).eval()
+    model = make(tiny()).eval()
     tex, verts, exp, pose = inputs()
     with torch.no_grad():
         dec = model.decode(*[t for t in (model.quantize(*model.encode(tex, verts, exp)).q_id,
@@ -94,7 +99,7 @@ def test_gaussians_follow_the_decoded_geometry_and_head_pose():
 
 
 def test_bad_inputs_raise_clear_errors():
-    model = SynShotPrior(tiny(), toy_masks)
+    model = make(tiny())
     tex, verts, exp, pose = inputs()
     with pytest.raises(ValueError, match="uv_size=64"):
         model(tex[..., :32, :32], verts, exp, pose)
@@ -103,7 +108,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_render_gaussians_shapes_and_background():
-    model = SynShotPrior(tiny(), toy_masks)
+    model = make(tiny())
     tex, verts, exp, pose = inputs()
     v, h, w = 2, 24, 32
     k = torch.tensor([[40.0, 0, 16], [0, 40.0, 12], [0, 0, 1]]).expand(B, v, 3, 3)

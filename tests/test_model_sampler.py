@@ -33,6 +33,11 @@ def sphere_map(size: int, radius: float = 0.1) -> torch.Tensor:
     return (torch.stack([torch.sin(ph) * torch.cos(th), torch.cos(ph), torch.sin(ph) * torch.sin(th)]) * radius)[None]
 
 
+def toy_template(size: int) -> dict[str, torch.Tensor]:
+    """Template maps for the toy layout: a grey sphere patch."""
+    return {"tex": torch.full((3, size, size), 0.5), "verts": sphere_map(size)[0]}
+
+
 def cfg(**kw) -> ModelConfig:
     base = dict(uv_size=32, enc_channels=[8], dec_channels=[8], parts={
         "face": {"grid_size": 32, "regions": ["face", "ears", "neck", "eyes", "mouth"]},

@@ -48,6 +48,8 @@ class ModelConfig(ConfigBase):
     # Input normalisation: metres per network unit (verts ~0.1 m from the head centre -> ~1).
     verts_unit: float = Field(0.1, gt=0)
     exp_unit: float = Field(0.01, gt=0)
+    # D_id predicts residuals over the head model's mean-identity tex/verts maps (synshot.model.template)
+    template: bool = True
 
     # --- vector quantisation -------------------------------------------------------------------
     vq: bool = True  # False = "w/o VQ" ablation: plain auto-encoder, no quantisation
@@ -68,6 +70,7 @@ class ModelConfig(ConfigBase):
     parts: dict[str, PartConfig] = Field(default_factory=_default_parts)
     scale_init_mult: float = Field(1.0, gt=0)  # initial sigma = mult * grid-neighbour distance
     min_scale: float = Field(1e-4, gt=0)  # metres; floor of the initial scale
+    max_init_scale: float = Field(0.02, gt=0)  # metres; cap of the initial scale (bounds early render cost)
     dilate_iters: int = Field(2, ge=0)  # pad decoded maps outside the atlas before sampling
 
     # --- regressors ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 
 from synshot.config import ConfigError, validate_config
 from synshot.model.config import ModelConfig
-from synshot.model.prior import SynShotPrior
+from synshot.model.prior import SynShotPrior, _zero_template
 from synshot.model.sampler import MaskFn
 
 EXPORT_FORMAT = "synshot-prior-1"
@@ -77,7 +77,8 @@ def load_exported(
     if mask_fn is None and file_head != _head_version():
         raise ExportError(f"{path}: exported for head model {file_head!r}, but this code has "
                           f"{_head_version()!r}; UV layout and region masks differ, retrain or use matching code")
-    model = SynShotPrior(cfg, mask_fn)
+    # the template is a saved buffer: build with a placeholder instead of recomputing it from the head
+    model = SynShotPrior(cfg, mask_fn, template=_zero_template(cfg.uv_size))
     counts = json.loads(meta.get("gaussian_counts", "{}"))
     if counts and counts != model.gaussian_counts():
         raise ExportError(f"{path}: Gaussian counts per part {counts} differ from this code's {model.gaussian_counts()}")

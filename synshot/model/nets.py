@@ -60,12 +60,15 @@ class Decoder(nn.Module):
     single 3x3 conv, i.e. no learned up path.
     """
 
-    def __init__(self, in_ch: int, channels: list[int], out_ch: int, groups: int, single_layer: bool) -> None:
+    def __init__(
+        self, in_ch: int, channels: list[int], out_ch: int, groups: int, single_layer: bool, out_gain: float = 1.0
+    ) -> None:
         super().__init__()
         self.levels = len(channels)
         self.single_layer = single_layer
         if single_layer:
             self.head = nn.Conv2d(in_ch + 2, out_ch, 3, padding=1)
+            self._scale_head(out_gain)
             return
         self.stem = nn.Conv2d(in_ch + 2, channels[0], 3, padding=1)
         self.up = nn.ModuleList()
@@ -74,6 +77,13 @@ class Decoder(nn.Module):
             self.up.append(ConvBlock(cin, c, groups))
             cin = c
         self.head = nn.Conv2d(cin, out_ch, 3, padding=1)
+        self._scale_head(out_gain)
+
+    def _scale_head(self, gain: float) -> None:
+        """Residual decoders start near zero output (the model starts at its template)."""
+        with torch.no_grad():
+            self.head.weight.mul_(gain)
+            self.head.bias.mul_(gain)
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape

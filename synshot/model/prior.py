@@ -22,6 +22,8 @@ from synshot.model.nets import MLP, Decoder, Encoder
 from synshot.model.sampler import MaskFn, PartSampler
 from synshot.model.vq import VectorQuantizer
 
+TemplateMaps = dict[str, Tensor]
+
 SH_C0 = 0.28209479177387814  # Y_0^0; rgb = SH_C0 * dc + 0.5 (3DGS / gsplat convention)
 
 SUBMODULES = ("E_id", "E_expr", "quantizer_id", "quantizer_expr", "D_feat", "D_id", "D_expr", "R_color", "R_gauss")
@@ -88,8 +90,39 @@ def _check_maps(name: str, x: Tensor, channels: int, size: int) -> None:
                          f"(model uv_size={size}; resize the maps or use a matching config)")
 
 
+class IdentityDecoder(nn.Module):
+    """``D_id``: decoder whose tex / verts outputs are residuals over a mean-head template.
+
+    tex = sigmoid(logit(template_tex) + out[:3]); verts = template_verts + out[3:] * verts_unit.
+    The template is a persistent buffer (saved in exports); all zeros when ``cfg.template`` is off.
+    """
+
+    def __init__(self, cfg: ModelConfig, template: TemplateMaps) -> None:
+        super().__init__()
+        self.net = Decoder(cfg.code_dim, cfg.dec_channels, 6, cfg.norm_groups, cfg.single_layer, out_gain=0.01)
+        self.verts_unit = cfg.verts_unit
+        s = cfg.uv_size
+        for key in ("tex", "verts"):
+            if tuple(template[key].shape) != (3, s, s):
+                raise ValueError(f"template {key}: expected (3, {s}, {s}), got {tuple(template[key].shape)}")
+        tex = template["tex"].float().clamp(0.02, 0.98)
+        self.register_buffer("template_tex_logit", torch.log(tex / (1 - tex)))
+        self.register_buffer("template_verts", template["verts"].float().clone())
+
+    def forward(self, q_id: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.net(q_id)
+        tex = torch.sigmoid(self.template_tex_logit + out[:, :3])
+        return tex, self.template_verts + out[:, 3:] * self.verts_unit
+
+
+def _zero_template(size: int) -> TemplateMaps:
+    return {"tex": torch.full((3, size, size), 0.5), "verts": torch.zeros(3, size, size)}
+
+
 class SynShotPrior(nn.Module):
-    def __init__(self, cfg: ModelConfig, mask_fn: MaskFn | None = None) -> None:
+    """The prior. ``mask_fn`` (UV region masks) and ``template`` default to the head model's."""
+
+    def __init__(self, cfg: ModelConfig, mask_fn: MaskFn | None = None, template: TemplateMaps | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         ch, g = cfg.enc_channels, cfg.norm_groups
@@ -101,8 +134,15 @@ class SynShotPrior(nn.Module):
         self.quantizer_expr = VectorQuantizer(cfg.codebook_size, cfg.code_dim, seed=cfg.restart_seed + 1, **vq_kw)
         dch = cfg.dec_channels
         self.D_feat = Decoder(2 * cfg.code_dim, dch, cfg.feature_channels, g, cfg.single_layer)
-        self.D_id = Decoder(cfg.code_dim, dch, 6, g, cfg.single_layer)
-        self.D_expr = Decoder(cfg.code_dim, dch, 3, g, cfg.single_layer)
+        if template is None:
+            if cfg.template:
+                from synshot.model.template import head_template
+
+                template = head_template(cfg.uv_size)
+            else:
+                template = _zero_template(cfg.uv_size)
+        self.D_id = IdentityDecoder(cfg, template)
+        self.D_expr = Decoder(cfg.code_dim, dch, 3, g, cfg.single_layer, out_gain=0.01)
         self.sampler = PartSampler(cfg, mask_fn)
         n_parts = len(self.sampler.part_names)
         reg_in = cfg.feature_channels + 3 + n_parts  # features, decoded albedo, part one-hot
@@ -132,9 +172,9 @@ class SynShotPrior(nn.Module):
 
     def decode(self, q_id: Tensor, q_expr: Tensor) -> Decoded:
         feat = self.D_feat(torch.cat([q_id, q_expr], 1))
-        ident = self.D_id(q_id)
+        tex, verts = self.D_id(q_id)
         exp = self.D_expr(q_expr) * self.cfg.exp_unit
-        return Decoded(feat=feat, tex=torch.sigmoid(ident[:, :3]), verts=ident[:, 3:] * self.cfg.verts_unit, exp=exp)
+        return Decoded(feat=feat, tex=tex, verts=verts, exp=exp)
 
     def gaussians(self, decoded: Decoded, head_pose: Tensor) -> GaussianBatch:
         cfg = self.cfg

@@ -119,7 +119,7 @@ class PartSampler(nn.Module):
         frame = tbn_frame(s_du, s_dv)
         # grid-neighbour distance in 3D: |dP/du| * (1/G) along u, same along v
         d2 = (s_du.pow(2).sum(-1) + s_dv.pow(2).sum(-1)) * 0.5
-        scale = (d2.sqrt() * self.spacing * self.cfg.scale_init_mult).clamp_min(self.cfg.min_scale)
+        scale = (d2.sqrt() * self.spacing * self.cfg.scale_init_mult).clamp(self.cfg.min_scale, self.cfg.max_init_scale)
         return SampledPoints(feat=s_feat, tex=s_tex, position=s_pos, frame=frame.detach(), scale=scale.detach())
 
 
