@@ -132,3 +132,13 @@ test-render: setup
 ## bench-render renderer timings/peak memory -> results/bench-render.json
 bench-render: setup
 	$(PYTHON) -m synshot.bench --only render --out results/bench-render.json
+
+# ---- head model + ground-truth ray tracer (synshot/head/, synshot/raytrace/, docs/head.md) ----
+.PHONY: head-sheet bench-gt
+## head-sheet   ray-traced contact sheet of sampled identities x expressions -> docs/img/population.png
+head-sheet: setup
+	$(PYTHON) -m synshot.head.contact_sheet --out docs/img/population.png
+
+## bench-gt     ground-truth render speed (views/s at 128/256 px, 16 spp) and head model timings
+bench-gt: setup
+	$(PYTHON) -m synshot.raytrace.bench
