@@ -7,6 +7,7 @@ prior exported with save_exported are shared by all tests; each inversion runs a
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,22 @@ def prior_path(tmp_path_factory) -> Path:
     return save_exported(SynShotPrior(mcfg), mcfg, tmp_path_factory.mktemp("prior") / "prior.safetensors")
 
 
+@pytest.fixture(scope="module")
+def loss_nets(tmp_path_factory) -> tuple[Path, Path]:
+    """A random AlexNet trunk (torchvision key layout) for LPIPS and a tiny ArcFace-shaped ONNX model."""
+    from test_invert_arcface import make_arcface_onnx
+
+    d = tmp_path_factory.mktemp("nets")
+    gen = torch.Generator().manual_seed(0)
+    shapes = {0: (64, 3, 11, 11), 3: (192, 64, 5, 5), 6: (384, 192, 3, 3), 8: (256, 384, 3, 3), 10: (256, 256, 3, 3)}
+    state = {}
+    for i, shp in shapes.items():
+        state[f"features.{i}.weight"] = torch.randn(shp, generator=gen) / math.sqrt(shp[1] * shp[2] * shp[3])
+        state[f"features.{i}.bias"] = torch.zeros(shp[0])
+    torch.save(state, d / "alexnet.pth")
+    return d / "alexnet.pth", make_arcface_onnx(d / "arcface.onnx")
+
+
 def _cfg(prior_path, *extra) -> InvertConfig:
     return load_config(InvertConfig, None, [
         f"ckpt={prior_path}", f"image_size={SIZE}", "head_mesh=tiny", "progress=false", "tensorboard=false",
@@ -79,15 +96,17 @@ def test_subject_tool_writes_a_valid_held_out_subject(subject_dir):
         assert 0.05 < float((f.mask > 0.5).float().mean()) < 0.9  # the head is in the picture
 
 
-def test_cli_end_to_end_writes_every_output_without_deepspeed(subject_dir, prior_path, tmp_path):
+def test_cli_end_to_end_writes_every_output_without_deepspeed(subject_dir, prior_path, loss_nets, tmp_path):
     """The CLI in a fresh interpreter: all outputs, loss drops, and DeepSpeed never imported."""
     out = tmp_path / "out"
+    lpips_path, arc_path = loss_nets
     code = (
         "import sys\n"
         "from synshot.invert.__main__ import main\n"
         f"rc = main(['--subject', {str(subject_dir)!r}, '--ckpt', {str(prior_path)!r}, '--out', {str(out)!r},"
         f" '--config', {str(ROOT / 'configs/invert/tiny.yaml')!r}, 'image_size={SIZE}', 'head_mesh=tiny',"
-        " 'stage1.steps=3', 'stage2.steps=4', 'stage2.lr=3e-3', 'output.turntable_frames=3', 'progress=false'])\n"
+        " 'stage1.steps=3', 'stage2.steps=4', 'stage2.lr=3e-3', 'output.turntable_frames=3', 'progress=false',"
+        f" 'lpips_backbone={lpips_path}', 'arcface_model={arc_path}'])\n"
         "import synshot.invert.drive, synshot.invert.export, synshot.invert.pti\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'deepspeed')\n"
         "assert not bad, bad\n"
@@ -99,10 +118,10 @@ def test_cli_end_to_end_writes_every_output_without_deepspeed(subject_dir, prior
     for name in ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json", "inputs_vs_renders.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("eval_l1", "eval_psnr", "eval_ssim", "wall_s", "peak_rss_mb"):
+    for key in ("eval_l1", "eval_psnr", "eval_ssim", "eval_lpips", "eval_id_cosine", "wall_s", "peak_rss_mb"):
         assert isinstance(metrics[key], (int, float)), key
     assert metrics["loss_final"] < metrics["loss_first"]
-    assert "eval_lpips" not in metrics and "eval_id_cosine" not in metrics  # neither configured
+    assert -1 <= metrics["eval_id_cosine"] <= 1
 
     from synshot.invert.avatar import load_avatar
     from synshot.invert.ply import read_ply
@@ -122,7 +141,8 @@ def test_cli_end_to_end_writes_every_output_without_deepspeed(subject_dir, prior
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(out / "tb"), size_guidance={"scalars": 0}).Reload()
-    assert {"stage1/loss", "stage2/loss", "stage2/l1"} <= set(acc.Tags()["scalars"])
+    assert {"stage1/loss", "stage2/loss", "stage2/l1", "stage2/lpips", "stage2/id", "stage2/arc_feat"} \
+        <= set(acc.Tags()["scalars"])
 
     # driving: a JSON sequence and cross-reenactment from a subject folder
     from synshot.invert.drive import main as drive_main

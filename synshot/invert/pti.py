@@ -59,8 +59,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_lpips(cfg: InvertConfig, device: torch.device):
-    """The configured LPIPS network, or None (weight 0 or no backbone file)."""
-    if cfg.weights.lpips == 0 or cfg.lpips_backbone is None:
+    """The configured LPIPS network (loss term when its weight > 0, eval metric always), or None."""
+    if cfg.lpips_backbone is None:
         return None
     from synshot.losses import LPIPS
 
