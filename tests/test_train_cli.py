@@ -125,6 +125,7 @@ def test_export_roundtrip_equal_weights_and_forward(full_run, tmp_path):
         assert torch.equal(getattr(o1.gaussians, name), getattr(o2.gaussians, name)), name
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_are_clear_errors(full_run, train_dataset, tmp_path):
     run_dir, _ = full_run
     copy = tmp_path / "run"

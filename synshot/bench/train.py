@@ -66,7 +66,7 @@ def _read(run_dir: Path, skip: int) -> tuple[float, float]:
 
 
 def run(quick: bool) -> dict[str, float]:
-    steps, skip = (6, 2) if quick else (20, 5)
+    steps, skip = (6, 2) if quick else (12, 4)
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") and not k.startswith("SLURM_")}
     env["PYTHONPATH"] = str(REPO)
