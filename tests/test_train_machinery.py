@@ -76,11 +76,11 @@ def dist_env():
 
 
 def _train(tmp_path, dist_env, steps, *, resume=None, stop_after=None, zero=1, poison=(), max_nonfinite=3,
-           ckpt_every=100, name="run"):
+           ckpt_every=100, name="run", grad_accum=1):
     seed_everything(0, 0)
     model = Regressor()
     engine, _ = build_engine(model, OptimConfig(lr=1e-2, warmup_steps=2, min_lr=1e-4),
-                             DistributedConfig(zero_stage=zero, grad_clip=1.0), dist_env, 4, 6)
+                             DistributedConfig(zero_stage=zero, grad_clip=1.0, grad_accum=grad_accum), dist_env, 4, 6)
     loader = ListLoader(poison=poison)
     ckpt = CheckpointManager(tmp_path / name / "ckpt", 0, 1, keep_last=2)
     start = 0
@@ -93,7 +93,7 @@ def _train(tmp_path, dist_env, steps, *, resume=None, stop_after=None, zero=1, p
     tb = TBLogger(tmp_path / name / "tb", enabled=True, purge_step=start + 1)
     trainer = Trainer(engine=engine, task=RegressionTask(), loader=loader,
                       settings=LoopSettings(max_steps=steps, max_nonfinite=max_nonfinite, ckpt_every=ckpt_every,
-                                            log_every=1),
+                                            log_every=1, grad_accum=grad_accum),
                       device="cpu", rank=0, world_size=1, ckpt=ckpt, tb=tb, stop=stop, meta={"x": 1},
                       start_step=start)
     if stop_after is not None:
@@ -142,6 +142,14 @@ def test_nonfinite_skip_leaves_no_trace_then_abort(tmp_path, dist_env):
         assert torch.equal(a[k], b[k]), k
     with pytest.raises(NonFiniteLossError, match="3 steps in a row"):
         _train(tmp_path, dist_env, 10, poison={4, 5, 6}, name="abort")
+
+
+@pytest.mark.parametrize("zero", [0, 2])
+def test_grad_accum_with_a_nonfinite_micro_batch(tmp_path, dist_env, zero):
+    code, engine, tr, _ = _train(tmp_path, dist_env, 3, zero=zero, poison={3}, grad_accum=2, name=f"acc{zero}")
+    assert code == EXIT_OK and tr.step == 3 and tr.nonfinite_total == 1
+    assert tr.loader.pos == 6 and engine.global_steps == 3  # 2 micro-batches per step, every window stepped
+    assert all(torch.isfinite(p).all() for p in engine.module.parameters())
 
 
 def test_checkpoint_retention_latest_and_corruption(tmp_path, dist_env):

@@ -190,7 +190,8 @@ class Trainer:
                 if bad:
                     self.nonfinite_total += 1
                     self.nonfinite_streak += 1
-                    self.log(f"[train] step {self.step}: non-finite loss, step skipped "
+                    what = "step skipped" if s.grad_accum == 1 else "its micro-batch(es) contributed zero gradient"
+                    self.log(f"[train] step {self.step}: non-finite loss, {what} "
                              f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in total)")
                     self.tb.scalars({"train/nonfinite_total": self.nonfinite_total,
                                      "train/nonfinite_streak": self.nonfinite_streak}, self.step)
@@ -241,11 +242,13 @@ class Trainer:
                     bar.update(1)
                     if self.last_loss is not None:
                         bar.set_postfix(loss=f"{self.last_loss:.4f}")
+                t_extra = time.perf_counter()
                 if self.validate is not None and self.step % s.val_every == 0:
                     self._validate()
                 if self.step % s.ckpt_every == 0 or self.step == s.max_steps:
                     self.save()
                     self.tb.flush()
+                win_start += time.perf_counter() - t_extra  # throughput counts training time only
             return EXIT_OK
         finally:
             if bar is not None:
