@@ -85,3 +85,10 @@ def test_perplexity_and_usage():
     assert sorted(idx.flatten().tolist()) == [0, 0, 1, 1]
     assert torch.isclose(stats["perplexity"], torch.tensor(2.0), atol=1e-4)
     assert torch.isclose(stats["usage"], torch.tensor(0.5))
+
+
+def test_codebook_stays_float32_under_half_precision_casts():
+    vq = VectorQuantizer(16, 8).to(torch.bfloat16).train()
+    assert vq.embed.dtype == vq.cluster_size.dtype == vq.embed_avg.dtype == torch.float32
+    q, loss, _, _ = vq(_z().to(torch.bfloat16))
+    assert q.dtype == torch.bfloat16 and torch.isfinite(loss)

@@ -48,6 +48,15 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("embed_avg", embed.clone())
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
+    def _apply(self, fn, *args, **kwargs):
+        """Keep the codebook and its EMA statistics in float32 under ``.half()`` / bf16 engines."""
+        out = super()._apply(fn, *args, **kwargs)
+        for name in ("embed", "cluster_size", "embed_avg"):
+            buf = getattr(self, name)
+            if buf.dtype != torch.float32:
+                setattr(self, name, buf.float())
+        return out
+
     def _codes(self, flat: Tensor) -> Tensor:
         dists = (
             flat.pow(2).sum(1, keepdim=True)
