@@ -129,7 +129,12 @@ def resolve_env(env: MutableMapping[str, str], cuda_available: bool | None = Non
     if "TORCHELASTIC_RUN_ID" in env or ("RANK" in env and "WORLD_SIZE" in env):
         launcher = "torchrun"
         rank, world = _int(env, "RANK"), _int(env, "WORLD_SIZE")
-        local_rank = _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else rank
+        if "LOCAL_RANK" in env:
+            local_rank = _int(env, "LOCAL_RANK")
+        elif "SLURM_LOCALID" in env:  # RANK/WORLD_SIZE exported by a wrapper inside an srun step
+            local_rank = _int(env, "SLURM_LOCALID")
+        else:
+            local_rank = rank
         addr = env.get("MASTER_ADDR", "127.0.0.1")
         if "MASTER_PORT" not in env and world > 1:
             raise DistributedSetupError("RANK/WORLD_SIZE are set but MASTER_PORT is not: launch with torchrun")
