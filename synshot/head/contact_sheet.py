@@ -68,11 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--spp", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-kib", type=int, default=290, help="above this, store a 256-colour palette PNG")
     a = p.parse_args(argv)
     img = population_sheet(a.identities, a.expressions, a.size, a.seed, a.spp)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(img).save(out, optimize=True)
+    if out.stat().st_size > a.max_kib * 1024:          # path-tracing noise compresses badly: use a palette
+        Image.fromarray(img).quantize(256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
     print(f"wrote {out} ({out.stat().st_size // 1024} KiB, {img.shape[1]}x{img.shape[0]})")
     return 0
 
