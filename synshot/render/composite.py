@@ -103,7 +103,8 @@ class _Composite(torch.autograd.Function):
         ft = torch.cat([feats, feats.new_zeros((1, D))], 0)
         basis = _basis(plan.tile_size, dt, dev)
         out = torch.zeros(plan.num_tiles, P, D + 1, dtype=dt, device=dev)
-        budget = SAVE_BYTES
+        needs_grad = any(ctx.needs_input_grad[:4])
+        budget = SAVE_BYTES if needs_grad else 0
         for ch in plan.chunks:
             g = geo[ch.idx]
             coef, _, _ = _coefs(g, plan, ch.tiles)
@@ -116,7 +117,7 @@ class _Composite(torch.autograd.Function):
                 budget -= nbytes
                 ch.saved = (w, alpha.div_(om).masked_fill_(excl, 0.0), clamped)
                 ch.k_used = ch.idx.shape[1]
-            else:
+            elif needs_grad:
                 # list positions the backward must revisit: up to the last Gaussian any pixel used
                 used = (w > 0).any(1)  # (T,K)
                 ch.k_used = int(used.shape[1] - used.flip(1).int().argmax(1).min()) if bool(used.any()) else 0
