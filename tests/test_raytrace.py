@@ -98,3 +98,13 @@ def test_scalar_fallback_matches_jit_variant(scene):
     assert abs(float(ref[0][fg].mean()) - float(out[0][fg].mean())) < 0.1 * float(ref[0][fg].mean())
     again = tracer.render(mesh, cams[:1], lighting_id=0, seed=5)[0]        # the JIT tracer still works
     assert np.array_equal(again[1], ref[1])
+
+
+@pytest.mark.gpu
+def test_cuda_variant_renders(scene):
+    _, mesh, cams, tracer = scene
+    ref = tracer.render(mesh, cams[:1], lighting_id=0, seed=5)[0]
+    cuda = RayTracer(RayTraceConfig(variant="cuda_ad_rgb", spp=4, env_height=16))
+    out = cuda.render(mesh, cams[:1], lighting_id=0, seed=5)[0]
+    a, b = ref[1] > 127, out[1] > 127
+    assert (a & b).sum() / (a | b).sum() > 0.95

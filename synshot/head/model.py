@@ -184,7 +184,7 @@ class HeadModel:
         posed = self.deformer(identity, e)
         r = self.raster(size)
         return {
-            "tex": self.texture(identity, size),
+            "tex": self.texture(identity, size).to(self.device),
             "verts": gather_uv(neutral, self.faces, r),
             "exp": gather_uv(posed - neutral, self.faces, r),
         }
@@ -195,7 +195,7 @@ class HeadModel:
         P = self.vertices(identity, expression)
         T = _as_pose(head_pose, P.dtype, P.device)
         Pw = P @ T[:3, :3].T + T[:3, 3]
-        tex = self.texture(identity, texture_size or self.cfg.texture_size, gutter=4)
+        tex = self.texture(identity, texture_size or self.cfg.texture_size, gutter=4).to(self.device)
         return HeadMesh(
             vertices=Pw, normals=vertex_normals(Pw, self.faces, self.weld), faces=self.faces, uvs=self.uvs,
             regions=self.regions, parts=self.parts, albedo=tex.permute(1, 2, 0).contiguous(), head_pose=T,
