@@ -2,7 +2,8 @@
 
 Why a custom ``autograd.Function``: autograd through ``cumprod`` keeps every (tile, pixel,
 Gaussian) temporary alive and its backward is several times the forward. Here the forward keeps
-nothing per pixel; the backward recomputes alphas chunk by chunk and applies the closed form
+only the blend weights and ``a/(1-a)`` per chunk, within ``SAVE_BYTES`` (beyond it the backward
+recomputes the chunk), and the backward applies the closed form
 
     C = sum_i w_i f_i,   w_i = a_i T_i,   T_i = prod_{j<i} (1 - a_j)
     dC/da_i = T_i f_i - (sum_{j>i} w_j f_j) / (1 - a_i)

@@ -62,8 +62,6 @@ def project(
     far_plane: float,
 ) -> Projected:
     """Project N Gaussians into C cameras and keep only the pairs that can touch a pixel."""
-    C, N = viewmats.shape[0], means.shape[0]
-    dev = means.device
     # Culling decisions are made without autograd, then only visible pairs are recomputed with it,
     # so the differentiable part costs O(visible) instead of O(C*N).
     with torch.no_grad():
@@ -71,11 +69,11 @@ def project(
         z_all = torch.einsum("cj,nj->cn", Rw[:, 2], means) + tw[:, 2:3]  # (C, N)
         keep = (z_all > near_plane) & (z_all < far_plane) & (opacities >= ALPHA_THRESHOLD)[None]
         cam, gid = keep.nonzero(as_tuple=True)
-    p = _project_pairs(means, quats, scales, opacities, viewmats, Ks, width, cam, gid, height)
-    return p
+    return _project_pairs(means, quats, scales, opacities, viewmats, Ks, width, height, cam, gid)
 
 
-def _project_pairs(means, quats, scales, opacities, viewmats, Ks, width, cam, gid, height) -> Projected:
+def _project_pairs(means, quats, scales, opacities, viewmats, Ks, width, height, cam, gid) -> Projected:
+    """Differentiable EWA projection of the (camera, Gaussian) pairs ``(cam, gid)``; drops off-image ones."""
     R = quat_to_rotmat(quats[gid])  # (M,3,3)
     Mrs = R * scales[gid][:, None, :]  # R S, columns scaled
     Rw = viewmats[cam, :3, :3]
