@@ -108,3 +108,12 @@ def test_cuda_variant_renders(scene):
     out = cuda.render(mesh, cams[:1], lighting_id=0, seed=5)[0]
     a, b = ref[1] > 127, out[1] > 127
     assert (a & b).sum() / (a | b).sum() > 0.95
+
+
+def test_contact_sheet_and_uv_layout_images():
+    from synshot.head.contact_sheet import population_sheet, uv_layout_image
+
+    sheet = population_sheet(n_identities=2, n_expressions=2, size=32, spp=2, head_cfg=HeadConfig.tiny())
+    assert sheet.shape == (64, 64, 3) and sheet.dtype == np.uint8 and sheet.std() > 5
+    lay = uv_layout_image(32, head_cfg=HeadConfig.tiny())
+    assert lay.shape == (32, 96, 3) and (lay[:, 32:64].reshape(-1, 3).max(1) > 0).mean() > 0.4

@@ -60,6 +60,26 @@ def population_sheet(n_identities: int = 8, n_expressions: int = 4, size: int = 
     return np.concatenate(rows, 0)
 
 
+_REGION_COLOURS = {"face": (230, 180, 150), "scalp": (90, 60, 40), "ears": (220, 120, 120), "neck": (170, 140, 110),
+                   "eyes": (80, 140, 230), "mouth": (200, 40, 60)}
+
+
+def uv_layout_image(size: int = 256, seed: int = 0, head_cfg: HeadConfig | None = None) -> np.ndarray:
+    """(size, 3*size, 3) uint8: albedo | region masks | neutral positions of one sampled identity."""
+    model = HeadModel(head_cfg or HeadConfig())
+    rng = np.random.default_rng(seed)
+    maps = model.uv_maps(sample_identity(rng), torch.zeros(len(model.expression_names)), size)
+    tex = (maps["tex"].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    reg = np.zeros((size, size, 3), dtype=np.uint8)
+    for name, m in model.uv_region_masks(size).items():
+        reg[m.numpy()] = _REGION_COLOURS[name]
+    v = maps["verts"]
+    inside = model.raster(size).mask
+    lo, hi = v[:, inside].min(1).values[:, None, None], v[:, inside].max(1).values[:, None, None]
+    pos = (((v - lo) / (hi - lo)).clamp(0, 1) * 255).permute(1, 2, 0).numpy().astype(np.uint8) * inside[..., None]
+    return np.concatenate([tex, reg, pos], 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="docs/img/population.png")
@@ -69,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spp", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-kib", type=int, default=290, help="above this, store a 256-colour palette PNG")
+    p.add_argument("--uv-layout", help="also write the UV layout (albedo | regions | positions) to this PNG")
     a = p.parse_args(argv)
+    if a.uv_layout:
+        Image.fromarray(uv_layout_image(256, a.seed)).save(a.uv_layout, optimize=True)
+        print(f"wrote {a.uv_layout}")
     img = population_sheet(a.identities, a.expressions, a.size, a.seed, a.spp)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

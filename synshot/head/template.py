@@ -207,7 +207,9 @@ def _head_grid(bld: _Builder, cfg: HeadConfig) -> dict[str, np.ndarray]:
             return bld.vert(("face", ci, cj, lower), wkey,
                             **_defaults(P0=pos, uv=_island("face", a, b), region=REGION["face"], part=PART["skin"],
                                         lower_lip=lower, local=(a, b), phi=phi[cj], row=ci))
-        a, b = cj / n_phi, (ci - ns) / (nf + nn)
+        # rows below the chin line (the neck proper) get 55% of the island height, the band above 45%
+        b = 0.45 * (ci - ns) / nf if ci <= ns + nf else 0.45 + 0.55 * (ci - ns - nf) / nn
+        a = cj / n_phi
         return bld.vert(("neck", ci, cj), wkey, **_defaults(P0=pos, uv=_island("neck", a, b), region=REGION["neck"],
                                                              part=PART["skin"], local=(a, b), phi=phi[cj], row=ci))
 
