@@ -514,6 +514,22 @@ def test_bad_inputs_raise_clear_errors():
             rasterize(means, quats, scales, opac, sh, vm, Ks, 20, 16, backend="gsplat")
 
 
+def test_backend_resolution_and_gsplat_fallback(monkeypatch):
+    import synshot.render.api as rmod
+
+    assert rmod.resolve_backend("auto", False) == "torch"
+    assert rmod.resolve_backend("gsplat", False) == "gsplat"  # rasterize then raises a clear error on CPU
+    monkeypatch.setattr(rmod, "_GSPLAT_STATUS", (True, "ok"))
+    assert rmod.resolve_backend("auto", True) == "gsplat"
+    monkeypatch.setattr(rmod, "_GSPLAT_STATUS", (False, "RuntimeError: nvcc failed"))
+    monkeypatch.setattr(rmod, "_WARNED_FALLBACK", False)
+    with pytest.warns(UserWarning, match="nvcc failed"):
+        assert rmod.resolve_backend("auto", True) == "torch"
+    assert rmod.resolve_backend("auto", True) == "torch"  # warned once only
+    with pytest.raises(ValueError, match="backend must be"):
+        rmod.resolve_backend("cuda", True)
+
+
 def test_render_config():
     from synshot.config import ConfigError, validate_config
 

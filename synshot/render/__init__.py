@@ -4,6 +4,6 @@
 """
 
 from synshot.render.config import RenderConfig
-from synshot.render.rasterize import RenderOutput, rasterize, rasterize_torch
+from synshot.render.api import RenderOutput, rasterize, rasterize_torch
 
 __all__ = ["RenderConfig", "RenderOutput", "rasterize", "rasterize_torch"]

@@ -7,6 +7,7 @@ CUDA tensors only). ``auto`` picks gsplat for CUDA tensors and torch otherwise.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -64,6 +65,44 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
         raise ValueError("rasterize: " + "; ".join(problems))
 
 
+_GSPLAT_STATUS: Optional[tuple[bool, str]] = None
+
+
+def gsplat_status() -> tuple[bool, str]:
+    """(usable, reason): can gsplat's CUDA kernels be loaded? Cached; the first call may JIT-build them."""
+    global _GSPLAT_STATUS
+    if _GSPLAT_STATUS is None:
+        try:
+            from gsplat.cuda._backend import _C  # private, but the only way to ask without rendering
+
+            _GSPLAT_STATUS = (_C is not None, "gsplat found no CUDA toolkit" if _C is None else "ok")
+        except Exception as exc:  # a failed JIT build raises many kinds of errors
+            _GSPLAT_STATUS = (False, f"{type(exc).__name__}: {exc}")
+    return _GSPLAT_STATUS
+
+
+def resolve_backend(backend: str, is_cuda: bool) -> str:
+    """``auto`` -> gsplat on CUDA when its kernels load (else torch, with one warning), torch on CPU."""
+    if backend not in ("auto", "torch", "gsplat"):
+        raise ValueError(f"rasterize: backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
+    if backend != "auto":
+        return backend
+    if not is_cuda:
+        return "torch"
+    usable, reason = gsplat_status()
+    if not usable:
+        global _WARNED_FALLBACK
+        if not _WARNED_FALLBACK:
+            warnings.warn(f"rasterize: gsplat CUDA kernels unavailable ({reason}); backend 'auto' uses the torch "
+                          "backend on the GPU (slower). Pass backend='gsplat' to make this an error.", stacklevel=3)
+            _WARNED_FALLBACK = True
+        return "torch"
+    return "gsplat"
+
+
+_WARNED_FALLBACK = False
+
+
 def _sh_degree(colors: Tensor, sh_degree: Optional[int]) -> Optional[int]:
     if colors.dim() == 2:
         return None
@@ -99,10 +138,7 @@ def rasterize(
     if tile_size is not None and not 1 <= int(tile_size) <= 64:
         raise ValueError(f"rasterize: tile_size must be in 1..64 or None, got {tile_size}")
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds)
-    if backend not in ("auto", "torch", "gsplat"):
-        raise ValueError(f"rasterize: backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
-    if backend == "auto":
-        backend = "gsplat" if means.is_cuda else "torch"
+    backend = resolve_backend(backend, means.is_cuda)
     # Rendering runs in float32 (or float64) whatever the caller's autocast/bf16 setting: transmittance
     # products over hundreds of splats are not meaningful in 8-bit mantissas.
     if means.dtype in (torch.float16, torch.bfloat16):
@@ -166,6 +202,10 @@ def _rasterize_gsplat(
             "rasterize: backend='gsplat' needs CUDA tensors (gsplat has no CPU kernels); "
             "use backend='torch' or 'auto' on CPU"
         )
+    usable, reason = gsplat_status()
+    if not usable:
+        raise RuntimeError(f"rasterize: backend='gsplat' but its CUDA kernels do not load: {reason}; "
+                           "use backend='torch' (or 'auto', which falls back)")
     import gsplat
 
     render, alphas, _meta = gsplat.rasterization(
