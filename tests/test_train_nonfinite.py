@@ -108,3 +108,34 @@ def test_zero3_trains_and_consolidates(setup, tmp_path, monkeypatch):
     path = ck.save(engine, 2, {}, {"zero_stage": 3})
     state = get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name)
     assert set(state) >= {k for k, _ in SynShotPrior(cfg.model).named_parameters()}
+
+
+def test_validation_metrics_with_lpips(setup, tmp_path):
+    """Validator on the held-out split: PSNR/SSIM/loss always, LPIPS when a (here random) backbone is set."""
+    from safetensors.torch import save_file
+
+    from synshot.losses.lpips import NETS, _build_features
+    from train.validate import Validator
+
+    env, cfg, _ = setup
+    torch.manual_seed(1)
+    feats = _build_features(NETS["alex"][0])
+    backbone = tmp_path / "alexnet_random.safetensors"
+    save_file({f"features.{k}": v.contiguous() for k, v in feats.state_dict().items()}, str(backbone))
+    cfg = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"lpips": 0.1, "lpips_backbone": str(backbone)}),
+                                 "logging": cfg.logging.model_copy(update={"val_samples": 3})})
+    torch.manual_seed(0)
+    engine, _ = build_engine(SynShotPrior(cfg.model), cfg.optim, cfg.distributed, env, cfg.data.batch_size, 10)
+    task = PriorTask(PriorLoss(cfg.loss), cfg.render, "cpu", bf16=False)
+    validator = Validator(cfg, task, 0, 1)
+    validator.module = engine
+    engine.module.eval()
+    with torch.no_grad():
+        first = validator(0)
+        again = validator(0)
+    images = first.pop("images")
+    again.pop("images")
+    assert set(first) == {"psnr", "ssim", "loss", "lpips"} and all(torch.isfinite(torch.tensor(v)) for v in first.values())
+    assert first == again  # fixed samples, fixed order
+    assert 0 < first["psnr"] < 60 and -1 <= first["ssim"] <= 1 and first["lpips"] >= 0
+    assert images[0].shape == images[1].shape == (2, 3, 32, 32)
