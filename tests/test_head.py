@@ -237,6 +237,9 @@ def test_identity_json_roundtrip_and_bad_input(model):
     d = json.loads(json.dumps(ident.to_dict()))
     back = IdentityParams.from_dict(d)
     assert back.to_dict() == ident.to_dict()
+    mean = IdentityParams.mean()
+    mean.validate()
+    assert mean.shape == [0.0] * len(mean.shape) and 0 < float(np.mean(mean.skin_color)) < 1
     with pytest.raises(ValueError, match="unknown keys.*'nose'"):
         IdentityParams.from_dict({**d, "nose": 1.0})
     with pytest.raises(ValueError, match="features: expected 17"):

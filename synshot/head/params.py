@@ -89,6 +89,15 @@ class IdentityParams:
             if len(getattr(self, name)) != 3:
                 raise ValueError(f"IdentityParams.{name}: expected 3 sRGB values")
 
+    @classmethod
+    def mean(cls) -> "IdentityParams":
+        """The average person: zero shape/feature offsets, mid skin tone, short-medium dark hair."""
+        skin = _SKIN_RAMP.mean(0)
+        return cls(shape=[0.0] * N_SHAPE, features=[0.0] * len(FEATURE_NAMES), age=0.4,
+                   skin_color=skin.tolist(), lip_color=(skin * np.array([0.95, 0.62, 0.62])).tolist(),
+                   eye_color=_EYE_COLOURS[1].tolist(), hair_color=_HAIR_COLOURS[1].tolist(), hair_length=0.2,
+                   hair_volume=0.35, hair_density=0.9, freckles=0.0, texture_seed=0)
+
     def copy(self) -> "IdentityParams":
         return IdentityParams.from_dict(self.to_dict())
 
