@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -164,6 +165,8 @@ def _check_head_version(loader, rank: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # DeepSpeed 0.19.8 ZeRO calls a deprecated torch collective on every step: one line per rank, no information
+    warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
     rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
     try:
         from train.config import load_train_config
