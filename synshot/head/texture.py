@@ -125,8 +125,8 @@ def synthesize_albedo(ident: IdentityParams, tpl: Template, texel_attrs: dict[st
             lines = (0.5 + 0.5 * np.sin(ys * 2 * np.pi * 180 + 3 * noise("n3_40", q, 40, 1))) ** 8
             lines *= _ss(0.045, 0.07, ys) * _ss(0.035, 0.065, zs) * (age - 0.3) * 0.9
             c *= (1 - 0.25 * lines)[:, None]
-            spots = _ss(0.55, 0.7, noise("n5_90_0", q, 90.0, 2)) * (age - 0.3)
-            c = _mix(c, c * np.array([0.8, 0.68, 0.55]), np.clip(spots, 0, 1))
+            spots = _ss(0.6, 0.75, noise("n5_90_0", q, 170.0, 2)) * (age - 0.3) * 0.6
+            c = _mix(c, c * np.array([0.86, 0.76, 0.66]), np.clip(spots, 0, 1))
         # lips
         dy = ys - _mouth_y(tpl)
         up = np.clip(1 - (xs / 0.026) ** 2, 0, 1)
