@@ -141,11 +141,10 @@ def rasterize(
     backend = resolve_backend(backend, means.is_cuda)
     # Rendering runs in float32 (or float64) whatever the caller's autocast/bf16 setting: transmittance
     # products over hundreds of splats are not meaningful in 8-bit mantissas.
-    if means.dtype in (torch.float16, torch.bfloat16):
-        f32 = lambda t: None if t is None else t.float()  # noqa: E731
-        means, quats, scales, opacities, colors, viewmats, Ks, backgrounds = map(
-            f32, (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds)
-        )
+    f32 = lambda t: t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t  # noqa: E731
+    means, quats, scales, opacities, colors, viewmats, Ks, backgrounds = map(
+        f32, (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds)
+    )
     with torch.autocast(device_type=means.device.type, enabled=False):
         return _dispatch(means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height), sh_degree,
                          backgrounds, backend, tile_size, near_plane, far_plane)
@@ -171,6 +170,7 @@ def rasterize_torch(
 ) -> RenderOutput:
     """Pure-PyTorch backend (inputs already validated); ``max_pairs`` bounds memory per chunk."""
     C = viewmats.shape[0]
+    sh_degree = _sh_degree(colors, sh_degree)
     viewmats = viewmats.to(means.dtype)
     Ks = Ks.to(means.dtype)
     p = project(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane)
