@@ -8,6 +8,9 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export DRJIT_LIBLLVM_PATH ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libLLVM.so.19*) $(wildcard /usr/lib/*/libLLVM.so.19*))
 export PYTHONPATH := $(CURDIR)
+# Idle OpenMP threads sleep instead of spinning: on a busy or oversubscribed CPU, spinning makes
+# torch jobs 10-20x slower in wall time (measured, docs/render.md).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 SETUP_STAMP := $(VENV)/.setup-done
 APT_PACKAGES := slurmctld slurmd slurm-client munge slurmdbd mariadb-server libllvm19 curl
@@ -50,6 +53,16 @@ bench: setup
 	$(PYTHON) -m synshot.bench
 
 # ---- targets added by each area below (keep each area's targets together) ----
+
+# ---- prior model + losses (synshot/model/, synshot/losses/, configs/model/, docs/model.md) ----
+.PHONY: test-model bench-model
+## test-model   the prior's and the losses' tests (add OVERFIT=1 for the slow ray-traced overfit test)
+test-model: setup
+	$(PYTHON) -m pytest -q tests/test_model.py tests/test_model_vq.py tests/test_model_sampler.py tests/test_model_io.py tests/test_losses.py $(if $(OVERFIT),tests/test_model_overfit.py,)
+
+## bench-model  prior benchmarks only (tiny step time, parameters, Gaussians per part)
+bench-model: setup
+	$(PYTHON) -m synshot.bench --only model --out results/bench_model.json
 
 # ---- slurm launch (slurm/, docs/slurm.md) ----
 .PHONY: cluster-up cluster-down
