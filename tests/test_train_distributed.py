@@ -65,6 +65,8 @@ def test_batch_shell_is_a_single_process():
     # inside sbatch but outside srun (no SLURM_STEP_ID): one plain process
     env = {"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "vm", "SLURM_JOB_ID": "5"}
     assert resolve_env(env, cuda_available=False).launcher == "single"
+    env = {"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_STEP_ID": "4294967291", "SLURM_JOB_ID": "5"}
+    assert resolve_env(env, cuda_available=False).launcher == "single"  # batch pseudo-step
 
 
 def test_inconsistent_env_is_an_error():

@@ -116,6 +116,11 @@ def _int(env: MutableMapping[str, str], name: str) -> int:
         raise DistributedSetupError(f"{name}={env[name]!r} is not an integer") from None
 
 
+def _is_srun_step(step_id: str | None) -> bool:
+    """True inside an srun job step; the batch shell has no step id or a pseudo-step id (>= 0xFFFFFFF0)."""
+    return step_id is not None and step_id.isdigit() and int(step_id) < 0xFFFFFFF0
+
+
 def resolve_env(env: MutableMapping[str, str], cuda_available: bool | None = None) -> DistEnv:
     """Work out rank/world/master from ``env`` and write the torch variables back into it.
 
@@ -139,7 +144,7 @@ def resolve_env(env: MutableMapping[str, str], cuda_available: bool | None = Non
         if "MASTER_PORT" not in env and world > 1:
             raise DistributedSetupError("RANK/WORLD_SIZE are set but MASTER_PORT is not: launch with torchrun")
         port = _int(env, "MASTER_PORT") if "MASTER_PORT" in env else free_port()
-    elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "SLURM_STEP_ID" in env:
+    elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env and _is_srun_step(env.get("SLURM_STEP_ID")):
         # inside an srun step: one task per GPU; the batch shell itself (no SLURM_STEP_ID) is a single process
         launcher = "slurm"
         rank, world = _int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS")
