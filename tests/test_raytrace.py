@@ -117,3 +117,25 @@ def test_contact_sheet_and_uv_layout_images():
     assert sheet.shape == (64, 64, 3) and sheet.dtype == np.uint8 and sheet.std() > 5
     lay = uv_layout_image(32, head_cfg=HeadConfig.tiny())
     assert lay.shape == (32, 96, 3) and (lay[:, 32:64].reshape(-1, 3).max(1) > 0).mean() > 0.4
+
+
+def test_hair_strands_add_fuzz_only_on_hairy_heads(scene):
+    model, _, cams, tracer = scene
+    ident = sample_identity(np.random.default_rng(0))
+    ident.hair_density, ident.hair_volume = 1.0, 0.8
+    zero = torch.zeros(len(model.expression_names))
+    hairy = model.mesh(ident, zero, texture_size=128)
+    assert hairy.hair_length_m > 0.005 and float(hairy.hair_weight.max()) == 1.0
+    bald = ident.copy()
+    bald.hair_density = 0.05
+    assert model.mesh(bald, zero, texture_size=128).hair_length_m == 0.0
+    plain = RayTracer(RayTraceConfig(spp=4, env_height=16, hair_strands=0))
+    with_fuzz = tracer.render(hairy, cams[:1], 0, seed=3)[0][1]
+    without = plain.render(hairy, cams[:1], 0, seed=3)[0][1]
+    assert (with_fuzz > 127).sum() > (without > 127).sum()
+    P, N, _ = tracer._strand_buffers(hairy, hairy.vertices.numpy(), hairy.normals.numpy(), hairy.uvs.numpy())
+    root, tip = P.reshape(-1, 3, 3)[:, :2].mean(1), P.reshape(-1, 3, 3)[:, 2]
+    grown = np.linalg.norm(tip - root, axis=1)
+    assert np.median(grown) > 0.003 and grown.max() < 0.03                 # mm-to-cm strands
+    out = ((tip - root) * N.reshape(-1, 3, 3)[:, 0]).sum(1)
+    assert (out > 0).mean() > 0.95                                          # they leave the shell outwards

@@ -39,6 +39,8 @@ class HeadMesh:
     parts: torch.Tensor          # (V,) int64
     albedo: torch.Tensor         # (T, T, 3) float32
     head_pose: torch.Tensor      # (4, 4) float32
+    hair_weight: torch.Tensor | None = None   # (V,) 1 on the scalp, tapering to 0 at the hairline; else 0
+    hair_length_m: float = 0.0   # length of the fuzz strands the ray tracer adds on the shell (0: none)
     region_names: tuple[str, ...] = REGION_NAMES
     part_names: tuple[str, ...] = PART_NAMES
 
@@ -99,6 +101,9 @@ class HeadModel:
         self.uvs = torch.as_tensor(t.uv, dtype=torch.float32, device=self.device)
         self.regions = torch.as_tensor(t.region, device=self.device)
         self.parts = torch.as_tensor(t.part, device=self.device)
+        r = np.clip(t.scalp_r, 0, 1)
+        w = np.where(t.scalp_r >= 0, 1 - np.clip((r - 0.8) / 0.2, 0, 1) ** 2, 0.0)
+        self.hair_weight = torch.as_tensor(w, dtype=torch.float32, device=self.device)
         self._rasters: dict[int, UVRaster] = {}
         self._texel_attrs: dict[int, dict[str, np.ndarray]] = {}
         self._tex_cache: dict[tuple[str, int, int], torch.Tensor] = {}
@@ -196,9 +201,12 @@ class HeadModel:
         T = _as_pose(head_pose, P.dtype, P.device)
         Pw = P @ T[:3, :3].T + T[:3, 3]
         tex = self.texture(identity, texture_size or self.cfg.texture_size, gutter=4).to(self.device)
+        dens, vol = float(identity.hair_density), float(identity.hair_volume)
+        fuzz = 0.0 if dens < 0.5 else dens * (0.004 + 0.012 * vol)
         return HeadMesh(
             vertices=Pw, normals=vertex_normals(Pw, self.faces, self.weld), faces=self.faces, uvs=self.uvs,
             regions=self.regions, parts=self.parts, albedo=tex.permute(1, 2, 0).contiguous(), head_pose=T,
+            hair_weight=self.hair_weight, hair_length_m=fuzz,
         )
 
     # ---- sampling (delegates; kept here so callers need one object) ---------------------------

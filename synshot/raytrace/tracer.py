@@ -44,6 +44,7 @@ class RayTraceConfig(ConfigBase):
     brightness: float = Field(1.6, gt=0, description="scales the environment (1: frontal irradiance pi)")
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)   # sRGB, composited with the alpha mask
     seed: int = 0
+    hair_strands: int = Field(12000, ge=0, description="fuzz strands (thin triangles) on the hair shell; 0: none")
 
 
 def _import_mitsuba(variant: str):
@@ -109,6 +110,7 @@ class RayTracer:
         self._key = None
         self._groups: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._env_cache: dict[int, np.ndarray] = {}
+        self._strands: dict | None = None
         self._renders = 0
 
     @property
@@ -154,6 +156,14 @@ class RayTracer:
                 "diffuse_reflectance": {"type": "bitmap", "bitmap": dummy_tex, "raw": True,
                                         "filter_type": "bilinear", "wrap_mode": "clamp"}}})
             scene[name] = self._mesh_obj(name, bsdf, len(vids), len(faces))
+        self._strands = self._pick_strands(mesh)
+        if self._strands is not None:
+            k = len(self._strands["face"])
+            bsdf = mi.load_dict({"type": "twosided", "inner": {
+                "type": "roughplastic", "alpha": MATERIALS["hair"][1], "int_ior": 1.5,
+                "diffuse_reflectance": {"type": "bitmap", "bitmap": dummy_tex, "raw": True,
+                                        "filter_type": "bilinear", "wrap_mode": "clamp"}}})
+            scene["strands"] = self._mesh_obj("strands", bsdf, 3 * k, k)
         scene["sensor"] = {
             "type": "perspective", "fov": 30.0, "fov_axis": "x",
             "to_world": mi.ScalarTransform4f(np.eye(4)),
@@ -165,6 +175,56 @@ class RayTracer:
         self._params = mi.traverse(self._scene)
         for name, (_, faces) in self._groups.items():
             self._set(f"{name}.faces", faces.ravel())
+        if self._strands is not None:
+            self._set("strands.faces", np.arange(3 * len(self._strands["face"]), dtype=np.uint32))
+
+    def _pick_strands(self, mesh: HeadMesh) -> dict | None:
+        """Fixed (per topology) random strand roots on hair faces: face, barycentrics, shape jitter."""
+        k = self.cfg.hair_strands
+        if k == 0 or mesh.hair_weight is None:
+            return None
+        faces = mesh.faces.cpu().numpy()
+        hw = mesh.hair_weight.detach().cpu().numpy()
+        V = mesh.vertices.detach().cpu().numpy().astype(np.float64)
+        cand = np.nonzero(hw[faces].mean(1) > 0)[0]
+        if len(cand) == 0:
+            return None
+        f = faces[cand]
+        area = 0.5 * np.linalg.norm(np.cross(V[f[:, 1]] - V[f[:, 0]], V[f[:, 2]] - V[f[:, 0]]), axis=1)
+        p = area * hw[f].mean(1)
+        rng = np.random.default_rng([self.cfg.seed, 0x4A1F])
+        pick = cand[rng.choice(len(cand), k, p=p / p.sum())]
+        r1, r2 = np.sqrt(rng.random(k)), rng.random(k)
+        bary = np.stack([1 - r1, r1 * (1 - r2), r1 * r2], 1)
+        return {"face": faces[pick], "bary": bary, "len": rng.uniform(0.5, 1.3, k), "tilt": rng.uniform(0.06, 0.35, k),
+                "width": rng.uniform(0.0004, 0.0008, k), "twist": rng.normal(0, 0.35, k)}
+
+    def _strand_buffers(self, mesh: HeadMesh, V: np.ndarray, Nn: np.ndarray, UV: np.ndarray):
+        """Triangles (root edge across the flow, tip along it) combed from the crown, for this pose."""
+        st = self._strands
+        f, b = st["face"], st["bary"][..., None]
+        root = (V[f] * b).sum(1)
+        n = (Nn[f] * b).sum(1)
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
+        hw = (mesh.hair_weight.detach().cpu().numpy()[f] * st["bary"]).sum(1)
+        T = mesh.head_pose.detach().cpu().numpy().astype(np.float64)
+        up, centre = T[:3, 1], T[:3, 3]
+        rel = root - centre
+        rad = rel - (rel @ up)[:, None] * up
+        rad /= np.maximum(np.linalg.norm(rad, axis=1, keepdims=True), 1e-9)
+        flow = -0.8 * up + 0.6 * rad
+        flow = flow - (flow * n).sum(1, keepdims=True) * n
+        flow /= np.maximum(np.linalg.norm(flow, axis=1, keepdims=True), 1e-9)
+        side = np.cross(n, flow)
+        c, s = np.cos(st["twist"])[:, None], np.sin(st["twist"])[:, None]
+        flow, side = c * flow + s * side, c * side - s * flow
+        L = (mesh.hair_length_m * st["len"] * hw)[:, None]
+        w = (st["width"] * (L[:, 0] > 0))[:, None] / 2
+        base = root - 0.0005 * n
+        tip = root + L * (np.cos(st["tilt"])[:, None] * flow + np.sin(st["tilt"])[:, None] * n)
+        P = np.stack([base - w * side, base + w * side, tip], 1).reshape(-1, 3)
+        uv = np.repeat((UV[f] * b).sum(1), 3, axis=0)
+        return P.astype(np.float32), np.repeat(n, 3, axis=0).astype(np.float32), uv.astype(np.float32)
 
     def _set(self, key: str, value: np.ndarray) -> None:
         mi = self.mi
@@ -183,6 +243,11 @@ class RayTracer:
             self._set(f"{name}.vertex_positions", V[vids])
             self._set(f"{name}.vertex_normals", Nn[vids])
             self._set(f"{name}.vertex_texcoords", UV[vids])
+        if self._strands is not None:
+            sp, sn, suv = self._strand_buffers(mesh, V.astype(np.float64), Nn.astype(np.float64), UV)
+            self._set("strands.vertex_positions", sp)
+            self._set("strands.vertex_normals", sn)
+            self._set("strands.vertex_texcoords", suv)
         tex = srgb_to_linear(mesh.albedo.detach().cpu().float().numpy()).astype(np.float32)
         tex_t = mi.TensorXf(tex)
         for key in self._params.keys():
@@ -209,7 +274,7 @@ class RayTracer:
         W = int(width or round(2 * K0[0, 2]))
         H = int(height or round(2 * K0[1, 2]))
         tex_shape = tuple(mesh.albedo.shape)
-        key = (tuple(mesh.faces.shape), tuple(mesh.parts.shape), tex_shape, W, H)
+        key = (tuple(mesh.faces.shape), tuple(mesh.parts.shape), tex_shape, W, H, mesh.hair_weight is not None)
         if self.variant.startswith("scalar"):
             key = key + (int(lighting_id),)
         if key != self._key:
