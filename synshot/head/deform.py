@@ -115,8 +115,7 @@ class Deformer:
         wn = (0.0058 + 0.0062 * t) * (1 + 0.12 * f[F["nose_width"]])
         nose = h * fade * torch.exp(-0.5 * (x / wn) ** 2)
         ala_x = 0.0125 * (1 + 0.15 * f[F["nose_width"]])
-        nose = nose + 0.0065 * _g(ax, y, 0.0, 0.0, 1.0, 1.0) * torch.exp(
-            -((ax - ala_x) ** 2 + (y - yt + 0.003) ** 2) / (2 * 0.0055 ** 2))
+        nose = nose + 0.0065 * torch.exp(-((ax - ala_x) ** 2 + (y - yt + 0.003) ** 2) / (2 * 0.0055 ** 2))  # alae
         nose = nose + 0.004 * torch.exp(-(x ** 2 + (y - yt) ** 2) / (2 * 0.0065 ** 2))
         bump = nose
         bump = bump + 0.0028 * (1 + 0.4 * f[F["brow_ridge"]]) * _g(ax, y, 0.03, 0.046, 0.02, 0.008)
@@ -175,7 +174,6 @@ class Deformer:
         ym = self.mouth_y
         d = torch.zeros_like(P)
         gate = _ss(0.02, 0.05, z)
-        one = torch.ones_like(x)
         for s, smile, brow in ((1.0, "smile_l", "brow_up_l"), (-1.0, "smile_r", "brow_up_r")):
             g = _g(x, y, s * 0.025, ym, 0.014, 0.012)
             d = d + (e[E[smile]] * g)[:, None] * torch.tensor([s * 0.005, 0.006, -0.003], dtype=P.dtype, device=P.device)
@@ -193,7 +191,7 @@ class Deformer:
         d[:, 2] = d[:, 2] + 0.008 * e[E["pucker"]] * gm
         gs = _g(x, y, 0.0, ym, 0.03, 0.015)
         d[:, 0] = d[:, 0] + 0.25 * x * e[E["mouth_stretch"]] * gs
-        d[:, 2] = d[:, 2] - 0.001 * e[E["mouth_stretch"]] * gs * one
+        d[:, 2] = d[:, 2] - 0.001 * e[E["mouth_stretch"]] * gs
         return d * gate[:, None]
 
     def _hair_field(self, P: torch.Tensor, N: torch.Tensor, ident: IdentityParams, idx: torch.Tensor) -> torch.Tensor:

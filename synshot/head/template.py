@@ -261,8 +261,8 @@ def _teeth(bld: _Builder, name: str, island: str, mouth: np.ndarray, upper: bool
                 ang = 2 * math.pi * (cj % n_b) / n_b
                 x = 0.022 * t
                 z = mouth[2] - 0.0072 - 0.017 * t * t - (0.0 if upper else 0.0036)
-                # arch normal in xz (outward)
-                nx, nz = 2 * 0.017 * t * 0.022 / 0.022, 1.0
+                # outward normal of the arch (x, z) = (0.022 t, z0 - 0.017 t^2) in the xz plane
+                nx, nz = 0.034 * t, 0.022
                 nl = math.hypot(nx, nz)
                 nx, nz = nx / nl, nz / nl
                 yc = mouth[1] + (0.0008 if upper else -0.0014)
@@ -334,7 +334,7 @@ def _build_cached(cfg_json: str) -> Template:
     for side, nm in ((1, "l"), (-1, "r")):
         _ear(bld, f"ear_{nm}", f"ear_{nm}", side, cfg.ear_grid, head_x)
     m = cfg.mouth_grid
-    _sphere(bld, "cavity", "cavity", (0.0, mouth[1] - 0.006, mouth[2] - 0.039), (0.028, 0.022, 0.030), m,
+    _sphere(bld, "cavity", "cavity", (0.0, mouth[1] - 0.006, mouth[2] - 0.037), (0.034, 0.023, 0.029), m,
             int(m * 1.6), "mouth", "cavity", 0, inward=True)
     _sphere(bld, "tongue", "tongue", (0.0, mouth[1] - 0.0150, mouth[2] - 0.034), (0.0175, 0.0060, 0.022), m,
             int(m * 1.6), "mouth", "tongue", 0)
