@@ -139,3 +139,12 @@ def test_hair_strands_add_fuzz_only_on_hairy_heads(scene):
     assert np.median(grown) > 0.003 and grown.max() < 0.03                 # mm-to-cm strands
     out = ((tip - root) * N.reshape(-1, 3, 3)[:, 0]).sum(1)
     assert (out > 0).mean() > 0.95                                          # they leave the shell outwards
+
+
+def test_seeded_renders_do_not_depend_on_history(scene):
+    _, mesh, cams, tracer = scene
+    tracer.render(mesh, cams, lighting_id=3, seed=99)                       # some earlier work
+    a = tracer.render(mesh, cams, lighting_id=0, seed=11)
+    b = RayTracer(RayTraceConfig(spp=4, env_height=16)).render(mesh, cams, lighting_id=0, seed=11)
+    for (ra, ma), (rb, mb) in zip(a, b):
+        assert np.array_equal(ra, rb) and np.array_equal(ma, mb)
