@@ -252,3 +252,14 @@ def test_identity_json_roundtrip_and_bad_input(model):
         sample_cameras(np.random.default_rng(0), 0, 64, 64)
     with pytest.raises(Exception, match="n_phi"):
         HeadConfig(n_phi=8)
+
+
+@pytest.mark.gpu
+def test_cuda_model_matches_cpu(model):
+    ident = sample_identity(np.random.default_rng(12))
+    expr = sample_expression(np.random.default_rng(13))
+    gpu = HeadModel(HeadConfig.tiny(), device="cuda")
+    a, b = model.uv_maps(ident, expr, S), gpu.uv_maps(ident, expr, S)
+    for k in a:
+        assert b[k].device.type == "cuda"
+        assert torch.allclose(a[k], b[k].cpu(), atol=1e-5), k
