@@ -150,7 +150,7 @@ bench-render: setup
 .PHONY: head-sheet bench-gt
 ## head-sheet   ray-traced contact sheet of sampled identities x expressions -> docs/img/population.png
 head-sheet: setup
-	$(PYTHON) -m synshot.head.contact_sheet --out docs/img/population.png
+	$(PYTHON) -m synshot.head.contact_sheet --out docs/img/population.png --seed 4 --uv-layout docs/img/uv_layout.png
 
 ## bench-gt     ground-truth render speed (views/s at 128/256 px, 16 spp) and head model timings
 bench-gt: setup

@@ -102,8 +102,9 @@ class IdentityParams:
         return IdentityParams.from_dict(self.to_dict())
 
 
-def _jitter(rng: np.random.Generator, c: np.ndarray, s: float) -> list[float]:
-    return np.clip(c * np.exp(rng.normal(0, s, 3)), 0.0, 1.0).tolist()
+def _jitter(rng: np.random.Generator, c: np.ndarray, s: float, chroma: float = 0.3) -> list[float]:
+    """Mostly brightness jitter (``s``), a little hue jitter (``chroma * s`` per channel)."""
+    return np.clip(c * np.exp(rng.normal(0, s) + rng.normal(0, chroma * s, 3)), 0.0, 1.0).tolist()
 
 
 def sample_identity(rng: np.random.Generator) -> IdentityParams:
@@ -115,7 +116,7 @@ def sample_identity(rng: np.random.Generator) -> IdentityParams:
     skin = _SKIN_RAMP[i0] * (1 - (k - i0)) + _SKIN_RAMP[i0 + 1] * (k - i0)
     lip = skin * np.array([0.95, 0.62, 0.62]) * rng.uniform(0.85, 1.05)
     dark = tone > 0.55
-    hair_idx = rng.choice(len(_HAIR_COLOURS), p=[0.32, 0.22, 0.14, 0.08, 0.06, 0.04, 0.08, 0.06] if not dark
+    hair_idx = rng.choice(len(_HAIR_COLOURS), p=[0.22, 0.20, 0.14, 0.10, 0.10, 0.07, 0.09, 0.08] if not dark
                           else [0.62, 0.26, 0.06, 0.0, 0.0, 0.0, 0.04, 0.02])
     hair = _HAIR_COLOURS[hair_idx].copy()
     if age > 0.7 and rng.random() < 0.6:
@@ -130,7 +131,7 @@ def sample_identity(rng: np.random.Generator) -> IdentityParams:
     return IdentityParams(
         shape=shape.tolist(), features=feats.tolist(), age=age, skin_color=_jitter(rng, skin, 0.04),
         lip_color=_jitter(rng, lip, 0.05), eye_color=_jitter(rng, _EYE_COLOURS[eye_idx], 0.1),
-        hair_color=_jitter(rng, hair, 0.08), hair_length=float(length), hair_volume=float(volume),
+        hair_color=_jitter(rng, hair, 0.12, chroma=0.15), hair_length=float(length), hair_volume=float(volume),
         hair_density=float(density), freckles=float(rng.beta(0.6, 3.0)) if tone < 0.4 else 0.0,
         texture_seed=int(rng.integers(0, 2**31 - 1)),
     )
