@@ -128,3 +128,26 @@ def test_presets_validate():
         assert cfg.latent_size >= 4
     with pytest.raises(Exception, match="dec_channels"):
         tiny("dec_channels=[8]")
+
+
+def test_default_head_layout_and_template():
+    """With the real head model: the untrained prior already puts its Gaussians on a head."""
+    import numpy as np
+
+    from synshot.head import HeadModel, sample_expression, sample_identity
+
+    cfg = tiny()
+    model = SynShotPrior(cfg).eval()
+    maps = HeadModel().uv_maps(sample_identity(np.random.default_rng(1)), sample_expression(np.random.default_rng(2)),
+                               cfg.uv_size)
+    batch = [maps[k][None].float() for k in ("tex", "verts", "exp")]
+    with torch.no_grad():
+        out = model(*batch, torch.eye(4)[None])
+    g = out.gaussians
+    assert g.num_gaussians == sum(model.gaussian_counts().values())
+    # positions come from the template: inside a head-sized box, median scale ~ grid spacing (mm)
+    assert g.means.abs().max() < 0.3
+    assert 5e-4 < float(g.scales.median()) < 1e-2
+    atlas = maps["verts"].abs().sum(0) > 0
+    err = (out.decoded.verts[0] - maps["verts"]).abs().sum(0)[atlas].mean()
+    assert err < 0.05  # metres: the mean head vs a sampled identity, before any training

@@ -145,3 +145,23 @@ def test_dilate_fills_a_ring_and_keeps_inside():
     assert torch.equal(y[0, 0, 3:5, 3:5], x[0, 0, 3:5, 3:5])
     assert torch.allclose(y[0, 0, 2:6, 2:6], torch.full((4, 4), 7.0))
     assert y[0, 0, 0, 0] == 0
+
+
+def test_real_head_layout_points_inside_masks():
+    from synshot.config import load_config
+    from synshot.head import uv_region_masks
+    from test_model import CONFIGS
+
+    c = load_config(ModelConfig, CONFIGS / "tiny.yaml")
+    sampler = PartSampler(c)  # default: synshot.head.uv_region_masks
+    counts = sampler.counts()
+    assert set(counts) == {"face", "scalp"} and min(counts.values()) > 500
+    for pid, (name, part) in enumerate(c.parts.items()):
+        g = part.grid_size
+        masks = uv_region_masks(g)
+        mask = torch.zeros(g, g, dtype=torch.bool)
+        for r in part.regions:
+            mask |= masks[r]
+        uv = sampler.uv[sampler.part_ids == pid]
+        assert mask[(uv[:, 1] * g).long(), (uv[:, 0] * g).long()].all(), name
+        assert counts[name] == int(mask.sum())
