@@ -92,3 +92,24 @@ def test_codebook_stays_float32_under_half_precision_casts():
     assert vq.embed.dtype == vq.cluster_size.dtype == vq.embed_avg.dtype == torch.float32
     q, loss, _, _ = vq(_z().to(torch.bfloat16))
     assert q.dtype == torch.bfloat16 and torch.isfinite(loss)
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        vq = VectorQuantizer(8, 2, decay=0.5, dead_threshold=0.1, seed=7).train()
+        for step in range(6):  # different data on each rank; restarts happen
+            vq(_z(2, 2, 3, 3, seed=100 * rank + step) * (1 + rank))
+        torch.save({"embed": vq.embed, "cluster_size": vq.cluster_size}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_codebooks_stay_identical_across_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="spawn")
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert torch.equal(r0["embed"], r1["embed"]) and torch.equal(r0["cluster_size"], r1["cluster_size"])
