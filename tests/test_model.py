@@ -123,6 +123,7 @@ def test_render_gaussians_shapes_and_background():
 
 
 def test_presets_validate():
+    assert load_config(ModelConfig, CONFIGS / "base.yaml") == ModelConfig()  # the defaults are the base preset
     for name in ("tiny", "base", "paper"):
         cfg = load_config(ModelConfig, CONFIGS / f"{name}.yaml")
         assert cfg.latent_size >= 4

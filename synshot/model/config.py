@@ -32,7 +32,7 @@ class PartConfig(ConfigBase):
 def _default_parts() -> dict[str, PartConfig]:
     return {
         "face": PartConfig(grid_size=256, regions=["face", "ears", "neck", "eyes", "mouth"]),
-        "scalp": PartConfig(grid_size=512, regions=["scalp"]),
+        "scalp": PartConfig(grid_size=704, regions=["scalp"]),
     }
 
 
