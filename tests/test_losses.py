@@ -87,10 +87,14 @@ def test_prior_loss_composites_target_over_background():
         loss(_fake_output(), target[..., :8], batch)
 
 
-def test_lpips_off_without_backbone_warns_exactly_once():
+def test_lpips_off_without_backbone_warns_exactly_once(monkeypatch):
+    import synshot.losses.prior_loss as pl
+
+    monkeypatch.setattr(pl, "_WARNED", set())
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         loss = PriorLoss(LossConfig(lpips=0.1))
+        PriorLoss(LossConfig(lpips=0.1))  # a second loss object (e.g. validation) does not warn again
         batch = _batch()
         for _ in range(3):
             _, terms = loss(_fake_output(), torch.rand_like(batch["rgb"]), batch)

@@ -18,6 +18,8 @@ from synshot.config import ConfigBase
 from synshot.losses.lpips import LPIPS
 from synshot.losses.metrics import ssim
 
+_WARNED: set[str] = set()  # LPIPS-off warnings already given in this process (one per distinct message)
+
 
 class LossConfig(ConfigBase):
     """Loss weights (alpha, beta, gamma, delta of the paper) and the LPIPS source."""
@@ -50,12 +52,11 @@ class PriorLoss(nn.Module):
         self.lpips_net: LPIPS | None = None
         if cfg.lpips > 0:
             if cfg.lpips_backbone is None:
-                warnings.warn(
-                    "LPIPS term is OFF: no lpips_backbone file configured (set loss.lpips_backbone to a local "
-                    f"torchvision {cfg.lpips_net} state dict, e.g. alexnet-owt-7be5be79.pth); nothing is downloaded",
-                    UserWarning,
-                    stacklevel=2,
-                )
+                msg = ("LPIPS term is OFF: no lpips_backbone file configured (set loss.lpips_backbone to a local "
+                       f"torchvision {cfg.lpips_net} state dict, e.g. alexnet-owt-7be5be79.pth); nothing is downloaded")
+                if msg not in _WARNED:  # once per process, however many PriorLoss objects are built
+                    _WARNED.add(msg)
+                    warnings.warn(msg, UserWarning, stacklevel=2)
             else:
                 self.lpips_net = LPIPS(Path(cfg.lpips_backbone), cfg.lpips_net, cfg.lpips_heads)
         self.register_buffer("bg", torch.tensor(cfg.background).view(3, 1, 1), persistent=False)
