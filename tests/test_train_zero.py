@@ -44,3 +44,50 @@ def test_two_processes_zero_0_1_2_match_one_process(train_dataset, tmp_path):
     mean_one, mean_two = sum(one[-3:]) / 3, sum(two[0][-3:]) / 3
     assert mean_one == pytest.approx(mean_two, rel=0.1), (one, two[0])
     assert len(one) == len(two[0]) == STEPS
+
+
+def test_two_processes_signal_to_one_rank_then_resume_is_bit_identical(train_dataset, tmp_path):
+    """SIGUSR1 to ONE worker: the stop flag is all-reduced, both ranks save the same step and exit 75."""
+    import subprocess
+    import time
+
+    import psutil
+    import torch
+    from safetensors.torch import load_file
+    from test_train_helpers import clean_env, train_cmd
+
+    def args(name):
+        return ["--config", CONFIG, *MICRO, f"data.url={train_dataset}", f"out_dir={tmp_path}", f"name={name}",
+                "max_steps=6", "data.batch_size=1", "logging.every_n_steps=1", "logging.val_samples=0",
+                "checkpoint.every_n_steps=100"]
+
+    assert run_train(args("full"), nproc=2).returncode == EXIT_OK
+    proc = subprocess.Popen(train_cmd(args("part"), nproc=2), cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines, sent = [], False
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if not sent and "[train] step 2/6" in line:
+                workers = [c for c in psutil.Process(proc.pid).children() if "train" in " ".join(c.cmdline())]
+                assert len(workers) == 2, workers
+                workers[-1].send_signal(10)  # SIGUSR1 to one rank only
+                sent = True
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(lines)
+    assert sent and "stopped by signal" in out and "exitcode  : 75" in out, tail(out)
+    ck = tmp_path / "part" / "checkpoints"
+    stopped = int((ck / "latest").read_text().split("_")[1])
+    assert 2 <= stopped < 6
+    res = run_train(args("part"), nproc=2)
+    assert res.returncode == EXIT_OK and f"at step {stopped}" in res.stdout, tail(res.stdout)
+    weights = []
+    for name in ("full", "part"):
+        r = run_train(["--ckpt", str(tmp_path / name), "--out", str(tmp_path / f"{name}.st")], module="train.export")
+        assert r.returncode == EXIT_OK, tail(r.stdout)
+        weights.append(load_file(str(tmp_path / f"{name}.st")))
+    a, b = weights
+    assert all(torch.equal(a[k], b[k]) for k in a), "2-rank interrupted+resumed run differs from the uninterrupted one"
