@@ -89,9 +89,6 @@ def test_stop_request_on_sigterm_and_sigusr1():
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
-@pytest.mark.xfail(strict=False, reason="ZeRO-3 hooks cannot see dataclass outputs of parameterless submodules: "
-                   "synshot.model.sampler.PartSampler returns a dataclass (SampledPoints); a NamedTuple fixes it "
-                   "(verified by patching). Owner: synshot/model.")
 def test_zero3_trains_and_consolidates(setup, tmp_path, monkeypatch):
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 

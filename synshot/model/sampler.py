@@ -10,8 +10,7 @@ of the position-map gradients.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +46,11 @@ def grid_points(mask: Tensor) -> Tensor:
     return torch.stack([(jj.double() + 0.5) / g_w, (ii.double() + 0.5) / g_h], -1).float()
 
 
-@dataclass
-class SampledPoints:
-    """Decoded maps sampled at the Gaussians' UV points (head frame, before the pose)."""
+class SampledPoints(NamedTuple):
+    """Decoded maps sampled at the Gaussians' UV points (head frame, before the pose).
+
+    A NamedTuple, not a dataclass: DeepSpeed ZeRO-3's module hooks follow tuple outputs only.
+    """
 
     feat: Tensor  # (B, N, F)
     tex: Tensor  # (B, N, 3)
