@@ -54,7 +54,12 @@ def _broadcast_path(path: Path | None, rank: int, world_size: int) -> Path | Non
     return Path(obj[0]) if obj[0] is not None else None
 
 
-def train(cfg, resume: str = "auto") -> int:
+def train(cfg, resume: str = "auto", stop=None) -> int:
+    """Run training; ``stop`` is a StopRequest installed by the caller (``main`` installs it first thing)."""
+    from train.preempt import StopRequest
+
+    stop = stop if stop is not None else StopRequest().install()  # before the heavy imports below
+
     import torch
 
     from synshot.data import make_loader
@@ -65,13 +70,11 @@ def train(cfg, resume: str = "auto") -> int:
     from train.distributed import setup_distributed
     from train.engine import build_engine
     from train.loop import LoopSettings, Trainer
-    from train.preempt import StopRequest
     from train.state import restore_rng, seed_everything
     from train.task import PriorTask
     from train.tb import TBLogger
     from train.validate import Validator
 
-    stop = StopRequest().install()  # first: a signal during start-up is remembered, not fatal
     try:
         env = setup_distributed(cfg.distributed.timeout_minutes)
         rank, world = env.rank, env.world_size
@@ -164,6 +167,9 @@ def _check_head_version(loader, rank: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from train.preempt import StopRequest
+
+    stop = StopRequest().install()  # first of all: a SIGUSR1/SIGTERM during start-up is remembered, not fatal
     args = parse_args(argv)
     # DeepSpeed 0.19.8 ZeRO calls a deprecated torch collective on every step: one line per rank, no information
     warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
@@ -172,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from train.config import load_train_config
 
         cfg = load_train_config(args.config, args.overrides)
-        return train(cfg, args.resume)
+        return train(cfg, args.resume, stop)
     except ConfigError as exc:
         print(f"[train] config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
