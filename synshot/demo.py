@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from synshot.config import ConfigBase, ConfigError, load_config
 
@@ -42,6 +42,13 @@ class DemoConfig(ConfigBase):
     # Paper ablations, each trained with the same budget (configs/train/ablation_<name>.yaml +
     # train_overrides) and evaluated with the full method: no_sampling, no_vq, single_layer, f32.
     ablations: list[str] = []
+
+    @field_validator("subject_args", "data_overrides", "train_overrides", "invert_overrides", "eval_overrides",
+                     mode="before")
+    @classmethod
+    def _as_strings(cls, value):
+        """Command-line words: YAML reads ``[--size, 48]`` as a string and an int; both are words."""
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 @dataclass
