@@ -6,7 +6,6 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
-export DRJIT_LIBLLVM_PATH ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libLLVM.so.19*) $(wildcard /usr/lib/*/libLLVM.so.19*))
 export PYTHONPATH := $(CURDIR)
 # Idle OpenMP threads sleep instead of spinning: on a busy or oversubscribed CPU, spinning makes
 # torch jobs 10-20x slower in wall time (measured, docs/render.md).
