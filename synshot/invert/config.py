@@ -30,7 +30,8 @@ class Stage2Config(ConfigBase):
 
     steps: int = Field(300, ge=0)
     lr: float = Field(1e-4, ge=0)
-    modules: list[Literal["D_feat", "R_color", "R_gauss", "D_id", "D_expr"]] = ["D_feat", "R_color", "R_gauss"]
+    # D_id included: measured better on novel views x expressions (docs/decisions.md); D_expr optional
+    modules: list[Literal["D_feat", "R_color", "R_gauss", "D_id", "D_expr"]] = ["D_feat", "R_color", "R_gauss", "D_id"]
 
     @field_validator("modules")
     @classmethod

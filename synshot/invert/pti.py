@@ -4,7 +4,7 @@ Stage 1 (pivot): only the weights of ``E_id`` are optimised (every other weight 
 bit-identical); ``E_expr`` is frozen and ``z_expr`` comes from the per-image expression maps.
 Optional small per-frame camera (se(3)) and expression corrections are optimised alongside.
 Stage 2 (pivotal tuning): the quantised identity code from stage 1 is frozen (the pivot) and the
-configured modules (default ``D_feat``, ``R_color``, ``R_gauss``) are tuned around it.
+configured modules (default ``D_feat``, ``R_color``, ``R_gauss``, ``D_id``) are tuned around it.
 
 Losses on masked images: L1 + (1 - SSIM) + LPIPS (when a backbone file is configured) + alpha-vs-mask
 L1, plus ArcFace identity (1 - cos) and feature matching when an ONNX model is configured.
