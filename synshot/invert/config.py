@@ -50,7 +50,7 @@ class LossWeights(ConfigBase):
     mask: float = Field(0.1, ge=0)  # L1 between rendered alpha and the foreground mask
     id: float = Field(0.1, ge=0)  # ArcFace 1 - cos
     arc_feat: float = Field(0.05, ge=0)  # ArcFace intermediate-layer L1
-    camera_reg: float = Field(1.0, ge=0)  # L2 on the se(3) corrections (keeps them small)
+    camera_reg: float = Field(1e-3, ge=0)  # squared corrections in units of refine.camera_sigma_*
     expression_reg: float = Field(0.1, ge=0)  # L2 on the expression deltas
 
 
@@ -59,6 +59,8 @@ class RefineConfig(ConfigBase):
 
     cameras: bool = True
     camera_lr: float = Field(1e-3, ge=0)
+    camera_sigma_deg: float = Field(1.0, gt=0)  # expected tracking error: rotation
+    camera_sigma_m: float = Field(0.005, gt=0)  # expected tracking error: camera position
     expressions: bool = False
     expression_lr: float = Field(1e-2, ge=0)
 

@@ -12,6 +12,7 @@ L1, plus ArcFace identity (1 - cos) and feature matching when an ONNX model is c
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -185,7 +186,10 @@ class Inversion:
             idt = self.id_loss(crop_resize(rgb, inp.face_boxes, background=float(self.bg.mean())))
             terms["id"], terms["arc_feat"] = idt["id"], idt["arc_feat"]
         if self.cfg.refine.cameras:
-            terms["camera_reg"] = self.cam_delta.pow(2).sum(1).mean()
+            r = self.cfg.refine
+            rot = self.cam_delta[:, :3] / math.radians(r.camera_sigma_deg)
+            trans = self.cam_delta[:, 3:] / r.camera_sigma_m
+            terms["camera_reg"] = (rot.pow(2).sum(1) + trans.pow(2).sum(1)).mean()
         if self.cfg.refine.expressions:
             terms["expression_reg"] = self.expr_delta.pow(2).mean()
         total = sum(getattr(w, k) * v for k, v in terms.items())
