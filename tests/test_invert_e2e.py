@@ -229,5 +229,6 @@ def test_camera_refinement_recovers_part_of_a_perturbation(subject_dir, prior_pa
     before = err(inv.inputs.w2c)
     result = inv.stage1()
     after = err(inv.current_w2c().detach())
+    print(f"camera refinement: mean reprojection error {before:.2f} px -> {after:.2f} px")
     assert result.losses[-1] < result.losses[0]
     assert after < 0.8 * before, (before, after)
