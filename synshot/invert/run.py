@@ -83,8 +83,6 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
     subject, head = prepare_subject(cfg, subject_dir)
     for w in subject.warnings:
         warnings.warn(w, stacklevel=2)
-    if model.cfg.uv_size < 8:
-        raise ValueError(f"{cfg.ckpt}: uv_size {model.cfg.uv_size} too small")
     writer = None
     if cfg.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
