@@ -10,7 +10,8 @@ from synshot.config import ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Invert the SynShot prior on a few images of a subject.")
+    parser = argparse.ArgumentParser(prog="python -m synshot.invert",
+                                     description="Invert the SynShot prior on a few images of a subject.")
     parser.add_argument("--subject", required=True, help="subject folder (images/, cameras.json, params.json)")
     parser.add_argument("--ckpt", help="exported prior (.safetensors); overrides ckpt= in the config")
     parser.add_argument("--out", help="output folder (default runs/invert/<subject name>)")

@@ -125,7 +125,8 @@ def drive(avatar: Avatar, seq: DriveSequence, out: str | Path, side_by_side: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Render an avatar driven by an expression sequence.")
+    parser = argparse.ArgumentParser(prog="python -m synshot.invert.drive",
+                                     description="Render an avatar driven by an expression sequence.")
     parser.add_argument("--avatar", required=True, help="avatar.safetensors from python -m synshot.invert")
     parser.add_argument("--expr", required=True, help="sequence JSON, or another subject folder (cross-reenactment)")
     parser.add_argument("--out", default=None, help="output MP4 (default: next to the avatar, driven.mp4)")
