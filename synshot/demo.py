@@ -12,6 +12,7 @@ demo skips a stage whose stamp matches its command and whose outputs exist.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -114,14 +115,26 @@ def _stamp_path(out: Path, stage: Stage) -> Path:
     return out / ".stages" / f"{stage.name}.json"
 
 
+def config_digest(stage: Stage) -> str:
+    """Hash of the YAML files a stage's commands name (an edited config re-runs the stage)."""
+    h = hashlib.sha256()
+    words = {w.split("=", 1)[-1] for cmd in stage.commands for w in cmd}  # also key=path overrides
+    for word in sorted(w for w in words if w.endswith((".yaml", ".yml"))):
+        path = Path(word)
+        h.update(word.encode())
+        h.update(path.read_bytes() if path.is_file() else b"<missing>")
+    return h.hexdigest()
+
+
 def is_done(out: Path, stage: Stage) -> bool:
     stamp = _stamp_path(out, stage)
     if not stamp.is_file() or not all(p.exists() for p in stage.outputs):
         return False
     try:
-        return json.loads(stamp.read_text()).get("commands") == stage.commands
+        data = json.loads(stamp.read_text())
     except json.JSONDecodeError:
         return False
+    return data.get("commands") == stage.commands and data.get("configs") == config_digest(stage)
 
 
 def run_stage(out: Path, stage: Stage, index: int, total: int) -> float:
@@ -141,7 +154,8 @@ def run_stage(out: Path, stage: Stage, index: int, total: int) -> float:
     seconds = time.perf_counter() - start
     stamp = _stamp_path(out, stage)
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"commands": stage.commands, "seconds": seconds}, indent=2))
+    stamp.write_text(json.dumps({"commands": stage.commands, "configs": config_digest(stage), "seconds": seconds},
+                                indent=2))
     print(f"=== {stage.name} done in {seconds:.0f} s ===", flush=True)
     return seconds
 

@@ -92,3 +92,17 @@ def test_no_prior_gaussians_follow_the_mesh_and_fit():
     frames[0].rgb = render_frames(teacher, frames)[0]
     _, summary = fit_no_prior(head, frames, cfg, log=lambda *_: None)
     assert summary["loss_final"] < 0.8 * summary["loss_first"]
+
+
+def test_cached_results_depend_on_config(tmp_path):
+    from synshot.eval.config import EvalConfig
+    from synshot.eval.protocol import Evaluator
+
+    prior = tmp_path / "prior.safetensors"
+    prior.write_bytes(b"x")
+    ev = Evaluator(EvalConfig(prior=str(prior), out=str(tmp_path / "eval")))
+    base = ev.result_digest("full", ev.invert_config("full", str(prior)))
+    assert base == ev.result_digest("full", ev.invert_config("full", str(prior)))
+    ev.cfg.invert_overrides = ["stage2.steps=7"]
+    assert ev.result_digest("full", ev.invert_config("full", str(prior))) != base
+    assert ev.result_digest("stage1_only", ev.invert_config("stage1_only", str(prior))) != base

@@ -13,6 +13,7 @@ Each (subject, method) result is a folder with ``result.json`` and ``renders.npy
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from synshot.config import load_config
+from synshot.config import dump_config, load_config
 from synshot.eval.config import EvalConfig
 from synshot.eval.metrics import image_metrics
 from synshot.eval.noprior import composite_target, fit_no_prior, render_frames
@@ -82,6 +83,14 @@ class Evaluator:
             f"ckpt={ckpt}", "output.video=false", "output.ply=false", "tensorboard=false", "progress=false"]
         return load_config(InvertConfig, self.cfg.invert_config, overrides)
 
+    def result_digest(self, method: str, inv_cfg: InvertConfig) -> str:
+        """What a cached result depends on: the method's config and the prior file (size, mtime)."""
+        prior = Path(inv_cfg.ckpt)
+        stat = prior.stat() if prior.is_file() else None
+        parts = [method, dump_config(inv_cfg), dump_config(self.cfg.no_prior) if method == "no_prior" else "",
+                 f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "missing"]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
     # -- metrics ------------------------------------------------------------------------------------
     def score(self, pred: torch.Tensor, frames: list[Frame], head, background) -> dict[str, Any]:
         bg = torch.tensor(background, dtype=torch.float32)
@@ -105,13 +114,15 @@ class Evaluator:
         name = method if ckpt is None else f"ablation:{method}"
         folder = self.out / subject_dir.name / name.replace(":", "_")
         result_file = folder / "result.json"
-        if self.cfg.reuse and result_file.is_file() and (folder / "renders.npy").is_file():
-            data = json.loads(result_file.read_text())
-            return MethodResult(subject_dir.name, name, data["metrics"], np.load(folder / "renders.npy"))
-        folder.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
         inv_method = "full" if ckpt is not None else method
         inv_cfg = self.invert_config("full" if method == "no_prior" else inv_method, ckpt or self.cfg.prior)
+        digest = self.result_digest(method, inv_cfg)
+        if self.cfg.reuse and result_file.is_file() and (folder / "renders.npy").is_file():
+            data = json.loads(result_file.read_text())
+            if data.get("digest") == digest:
+                return MethodResult(subject_dir.name, name, data["metrics"], np.load(folder / "renders.npy"))
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
         from synshot.invert.run import prepare_subject
 
         subject, head = prepare_subject(inv_cfg, subject_dir)
@@ -130,7 +141,7 @@ class Evaluator:
         np.save(folder / "renders.npy", renders)
         tmp = result_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"subject": subject_dir.name, "method": name, "metrics": metrics,
-                                   "details": extra}, indent=2, default=float))
+                                   "details": extra, "digest": digest}, indent=2, default=float))
         tmp.replace(result_file)
         self.log(f"[eval] {subject_dir.name} {name}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, "
                  f"L1 {metrics['l1']:.4f} ({metrics['wall_s']:.0f} s)")
