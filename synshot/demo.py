@@ -204,12 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     for i, stage in enumerate(stages, 1):
+        # a stage that runs invalidates every later one (they consume its outputs)
         if i - 1 < first_forced and is_done(out, stage):
             prev = json.loads(_stamp_path(out, stage).read_text()).get("seconds", 0.0)
             seconds[stage.name] = prev
             print(f"=== [{i}/{len(stages)}] {stage.name}: done earlier ({prev:.0f} s), reusing ===", flush=True)
             continue
         seconds[stage.name] = run_stage(out, stage, i, len(stages))
+        first_forced = min(first_forced, i)
     report = write_summary(cfg, stages, seconds)
     print(f"\n=== demo finished in {time.perf_counter() - start:.0f} s (stages: {sum(seconds.values()):.0f} s) ===")
     print(f"report:      {report}\nmetrics:     {out / 'metrics.json'}\ncheckpoints: {out / 'train' / 'checkpoints'}\n"
