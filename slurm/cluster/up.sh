@@ -78,7 +78,7 @@ fi
 mkdir -p "$LAB"/{etc,state/ctld,state/d,run,log,fakegpu,jobs}
 LAB=$(cd "$LAB" && pwd -P)  # canonical: the same folder reached through a symlink is the same cluster
 # Several test sessions may call up.sh at once: one at a time.
-exec 9>"$LAB/run/.lock"
+exec 9>"$LAB/run/.lock"  # daemons started below get `9>&-`: they must not inherit (and hold) the lock
 flock -w 120 9 || die "another up.sh/down.sh holds $LAB/run/.lock for more than 120 s"
 HOST=$(hostname -s)
 
@@ -145,7 +145,7 @@ export SLURM_CONF="$LAB/etc/slurm.conf"
 if ! alive /run/munge/munged.pid munged; then
     mkdir -p /run/munge && chown munge:munge /run/munge && chmod 0755 /run/munge
     [ -s /etc/munge/munge.key ] || { log "creating /etc/munge/munge.key"; mungekey --create 2>/dev/null || dd if=/dev/urandom of=/etc/munge/munge.key bs=128 count=1 status=none; chown munge:munge /etc/munge/munge.key; chmod 0600 /etc/munge/munge.key; }
-    runuser -u munge -- munged || die "munged failed to start (see /var/log/munge/munged.log)"
+    runuser -u munge -- munged 9>&- || die "munged failed to start (see /var/log/munge/munged.log)"
     wait_alive /run/munge/munged.pid munged 10 || die "munged did not stay up (see /var/log/munge/munged.log)"
     touch "$LAB/run/munged.ours"
 fi
@@ -166,7 +166,7 @@ if [ "$DBD" = 1 ]; then
         [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >/dev/null 2>&1 || die "mariadb-install-db failed"
         # Socket only (no TCP port to collide with); the pid file must be in a mysql-owned folder.
         setsid /usr/sbin/mariadbd --user=mysql --skip-networking --innodb-buffer-pool-size=64M \
-            --pid-file=/run/mysqld/synshot-mariadb.pid >"$LAB/log/mariadb.log" 2>&1 < /dev/null &
+            --pid-file=/run/mysqld/synshot-mariadb.pid >"$LAB/log/mariadb.log" 2>&1 < /dev/null 9>&- &
         for _ in $(seq 100); do mariadb -e 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done
         mariadb -e 'select 1' >/dev/null 2>&1 || die "MariaDB did not start (see $LAB/log/mariadb.log)"
         touch "$LAB/run/mariadb.ours"
@@ -178,7 +178,7 @@ if [ "$DBD" = 1 ]; then
     mariadb -e "CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS'; GRANT ALL ON $DB_NAME.* TO '$DB_USER'@'localhost'; FLUSH PRIVILEGES;" \
         || die "could not create the MariaDB user for slurmdbd"
     if ! alive "$LAB/run/slurmdbd.pid" slurmdbd; then
-        slurmdbd || die "slurmdbd failed to start (see $LAB/log/slurmdbd.log)"
+        slurmdbd 9>&- || die "slurmdbd failed to start (see $LAB/log/slurmdbd.log)"
         wait_alive "$LAB/run/slurmdbd.pid" slurmdbd 10 || die "slurmdbd did not stay up (see $LAB/log/slurmdbd.log)"
         for _ in $(seq 50); do sacctmgr -n show cluster >/dev/null 2>&1 && break; sleep 0.2; done
     fi
@@ -186,7 +186,7 @@ fi
 
 # ---------------------------------------------------------------- slurmctld + slurmd per node
 if ! alive "$LAB/run/slurmctld.pid" slurmctld; then
-    slurmctld || die "slurmctld failed to start (see $LAB/log/slurmctld.log)"
+    slurmctld 9>&- || die "slurmctld failed to start (see $LAB/log/slurmctld.log)"
     wait_alive "$LAB/run/slurmctld.pid" slurmctld 10 || die "slurmctld did not stay up (see $LAB/log/slurmctld.log)"
 fi
 for pidfile in "$LAB"/run/slurmd-*.pid; do  # nodes no longer configured (2 -> 1)
@@ -197,7 +197,7 @@ done
 for ((i = 1; i <= NODES; i++)); do
     if ! alive "$LAB/run/slurmd-n$i.pid" slurmd; then
         mkdir -p "$LAB/state/d/n$i"
-        slurmd -N "n$i" || die "slurmd -N n$i failed to start (see $LAB/log/slurmd-n$i.log)"
+        slurmd -N "n$i" 9>&- || die "slurmd -N n$i failed to start (see $LAB/log/slurmd-n$i.log)"
         wait_alive "$LAB/run/slurmd-n$i.pid" slurmd 10 || die "slurmd n$i did not stay up (see $LAB/log/slurmd-n$i.log)"
     fi
 done
