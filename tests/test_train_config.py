@@ -26,7 +26,7 @@ def test_expected_presets():
     assert d["base"].data.image_size == 512 and d["tiny"].distributed.use_bf16(cuda=False) is False
     assert d["base"].distributed.use_bf16(cuda=True) is True
     assert d["ablation_no_sampling"].model.sampling is False and d["ablation_no_vq"].model.vq is False
-    assert d["ablation_single_layer"].model.single_layer is True and d["ablation_f32"].model.feature_channels == 32
+    assert d["ablation_single_layer"].model.single_layer is True and d["ablation_f32"].model.feature_channels * 4 == d["tiny"].model.feature_channels
     assert d["paper"].distributed.zero_stage == 2 and d["paper"].model.feature_channels == 128
     assert arch_hash(d["tiny"]) != arch_hash(d["ablation_no_vq"])
 
