@@ -22,11 +22,11 @@ METHOD_DESCRIPTIONS = {
 
 # Paper, Table "VQ-VAE architecture ablation" (../shared/paper): L1, LPIPS, SSIM, PSNR.
 PAPER_ABLATIONS = {
-    "full": ("F=128 (final model)", 0.0356, 0.2686, 0.8189, 20.15),
+    "full": ("main prior (paper: F=128, final)", 0.0356, 0.2686, 0.8189, 20.15),
     "no_sampling": ("No Sampling", 0.0403, 0.2853, 0.8158, 19.98),
     "no_vq": ("w/o VQ", 0.0396, 0.2747, 0.8122, 19.29),
     "single_layer": ("Single Layer", 0.0369, 0.2702, 0.8177, 19.89),
-    "f32": ("F=32", 0.0375, 0.2732, 0.8146, 19.70),
+    "f32": ("F/4 (paper: F=32)", 0.0375, 0.2732, 0.8146, 19.70),
 }
 
 COLUMNS = (("l1", "L1 ↓", "{:.4f}"), ("psnr", "PSNR ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.4f}"),
