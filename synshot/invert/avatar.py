@@ -116,21 +116,15 @@ def save_avatar(path: str | Path, avatar: Avatar) -> Path:
 
 def load_avatar(path: str | Path, device: str | torch.device = "cpu") -> Avatar:
     """Read an avatar written by :func:`save_avatar` (checks the head-model version)."""
-    from safetensors import SafetensorError, safe_open
-
     from synshot.config import ConfigError, validate_config
     from synshot.head import HEAD_MODEL_VERSION
     from synshot.model import ModelConfig, SynShotPrior
+    from synshot.model.io import read_safetensors
 
     path = Path(path)
-    if not path.is_file():
-        raise AvatarError(f"{path}: avatar not found (create it with `make invert SUBJECT=...`)")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise AvatarError(f"{path}: not a readable safetensors file ({exc}); re-run the inversion") from None
+    meta, tensors = read_safetensors(
+        path, AvatarError, missing=f"{path}: avatar not found (create it with `make invert SUBJECT=...`)",
+        unreadable=lambda exc: f"{path}: not a readable safetensors file ({exc}); re-run the inversion")
     if meta.get("format") != AVATAR_FORMAT:
         raise AvatarError(f"{path}: not a SynShot avatar (format={meta.get('format')!r}); "
                           f"pass the avatar.safetensors written by `python -m synshot.invert`")

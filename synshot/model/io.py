@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -50,22 +51,33 @@ def save_exported(model: SynShotPrior, config: ModelConfig, path: str | Path) ->
     return path
 
 
+def read_safetensors(path: Path, error: type[Exception], *, missing: str,
+                     unreadable: Callable[[Exception], str]) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a safetensors file on CPU; a missing or unreadable file raises ``error``.
+
+    Shared by prior exports and avatars: both are safetensors + JSON metadata, never pickle.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise error(missing)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return (f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise error(unreadable(exc)) from None
+
+
 def load_exported(
     path: str | Path, map_location: str | torch.device = "cpu", mask_fn: MaskFn | None = None
 ) -> tuple[SynShotPrior, ModelConfig]:
     """Read an export written by :func:`save_exported` -> ``(model in eval mode, config)``."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: exported prior not found (produce it with `python -m train.export`)")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ExportError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}. "
-                          "Re-export it with `python -m train.export`.") from None
+    meta, tensors = read_safetensors(
+        path, ExportError,
+        missing=f"{path}: exported prior not found (produce it with `python -m train.export`)",
+        unreadable=lambda exc: (f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}. "
+                                "Re-export it with `python -m train.export`."))
     if meta.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{path}: not a SynShot prior export (metadata format={meta.get('format')!r}, "
                           f"expected {EXPORT_FORMAT!r}); produce one with `python -m train.export`")
