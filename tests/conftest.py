@@ -22,6 +22,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 @pytest.fixture
 def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    return _in_ci()
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """The local SLURM cluster (2 emulated nodes); under CI=true a failure to start fails the test."""
+    import subprocess
+
+    from slurm.cluster.local import ClusterError, cluster_up
+
+    try:
+        return cluster_up(nodes=2)
+    except (ClusterError, OSError, subprocess.SubprocessError) as exc:
+        if _in_ci():
+            pytest.fail(f"local SLURM cluster could not start (CI=true, so this fails): {exc}")
+        pytest.skip(f"local SLURM cluster could not start: {exc}")

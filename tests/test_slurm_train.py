@@ -22,36 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from slurm.cluster.local import REPO, ClusterError, LocalCluster, cluster_up
+from slurm.cluster.local import REPO, LocalCluster, cluster_up, sacct_state
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(900)]
 
 STEPS = 12
 SEED = 3
 JOB_TIMEOUT = 300  # s, per job, including a requeue; jobs are cancelled when it expires
-
-
-def sacct_state(job, timeout: float = 60) -> str:
-    """submitit's job.state (from sacct); accounting lags scontrol by a few seconds under load."""
-    deadline = time.monotonic() + timeout
-    pending = ("RUNNING", "PENDING", "REQUEUED", "UNKNOWN")
-    while (state := job.get_info(mode="force").get("State", "UNKNOWN")) in pending and time.monotonic() < deadline:
-        time.sleep(1)
-    return state
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-@pytest.fixture(scope="session")
-def cluster() -> LocalCluster:
-    try:
-        return cluster_up(nodes=2)
-    except (ClusterError, OSError, subprocess.SubprocessError) as exc:
-        if _in_ci():
-            pytest.fail(f"local SLURM cluster could not start (CI=true, so this fails): {exc}")
-        pytest.skip(f"local SLURM cluster could not start: {exc}")
 
 
 @pytest.fixture(scope="module")

@@ -115,3 +115,12 @@ def cluster_up(state_dir: Path | None = None, nodes: int = 2, gpus: int = 4, cpu
         raise ClusterError(f"slurm/cluster/up.sh failed (rc={proc.returncode}): {proc.stderr.strip()}")
     env["SLURM_CONF"] = str(state_dir / "etc" / "slurm.conf")
     return LocalCluster(state_dir=state_dir, nodes=nodes, env=env)
+
+
+def sacct_state(job, timeout: float = 60) -> str:
+    """A submitit job's state from sacct; accounting lags scontrol by a few seconds under load."""
+    deadline = time.monotonic() + timeout
+    pending = ("RUNNING", "PENDING", "REQUEUED", "UNKNOWN")
+    while (state := job.get_info(mode="force").get("State", "UNKNOWN")) in pending and time.monotonic() < deadline:
+        time.sleep(1)
+    return state
