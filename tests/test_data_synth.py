@@ -3,7 +3,6 @@ finalize) -> inspect --json -> loader; determinism of a rendered sample; the SLU
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -79,15 +78,7 @@ def test_rendered_sample_is_deterministic():
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_synth_sbatch_array_on_local_cluster(tmp_path):
-    from slurm.cluster.local import ClusterError, cluster_up
-
-    try:
-        cluster = cluster_up(nodes=2)
-    except (ClusterError, OSError, subprocess.SubprocessError) as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"local SLURM cluster could not start (CI=true): {exc}")
-        pytest.skip(f"local SLURM cluster could not start: {exc}")
+def test_synth_sbatch_array_on_local_cluster(tmp_path, cluster):
     out = tmp_path / "ds"
     logs = tmp_path / "logs"
     logs.mkdir()
