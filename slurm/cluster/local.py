@@ -95,7 +95,9 @@ def cluster_up(state_dir: Path | None = None, nodes: int = 2, gpus: int = 4, cpu
         raise ClusterError("the local SLURM cluster needs root (munged as the munge user, slurmd as root)")
     if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
         raise ClusterError("slurmctld is not installed and apt-get is not available")
-    state_dir = Path(state_dir) if state_dir else REPO / ".cache" / "slurm"
+    if state_dir is None:  # SYNSHOT_SLURM_DIR lets several checkouts share one cluster (same ports)
+        state_dir = os.environ.get("SYNSHOT_SLURM_DIR") or REPO / ".cache" / "slurm"
+    state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir = state_dir.resolve()  # same canonical path as up.sh uses (pwd -P)
     env = dict(os.environ)
