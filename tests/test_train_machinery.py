@@ -48,16 +48,20 @@ class RegressionTask:
 class ListLoader:
     """Deterministic batches with an exact, JSON-able position (like the real loader's state_dict)."""
 
-    def __init__(self, n=64, poison=()):
+    def __init__(self, n=64, poison=(), drop=()):
         g = torch.Generator().manual_seed(1)
         self.x = torch.randn(n, 8, generator=g)
         self.y = self.x.sum(1, keepdim=True).sin()
-        self.pos, self.poison = 0, set(poison)
+        self.pos, self.poison, self.drop = 0, set(poison), set(drop)
 
     def __iter__(self):
         while True:
+            if self.pos in self.drop:  # a reference run that never sees these batches
+                self.pos += 1
+                continue
             i = self.pos % (len(self.x) // 4)
-            b = {"x": self.x[4 * i: 4 * i + 4].clone(), "y": self.y[4 * i: 4 * i + 4].clone()}
+            b = {"x": self.x[4 * i: 4 * i + 4].clone(), "y": self.y[4 * i: 4 * i + 4].clone(),
+                 "key": [f"b{self.pos}s{j}" for j in range(4)]}
             if self.pos in self.poison:
                 b["x"][0, 0] = float("nan")
             self.pos += 1
@@ -76,12 +80,12 @@ def dist_env():
 
 
 def _train(tmp_path, dist_env, steps, *, resume=None, stop_after=None, zero=1, poison=(), max_nonfinite=3,
-           ckpt_every=100, name="run", grad_accum=1):
+           ckpt_every=100, name="run", grad_accum=1, drop=(), log=None):
     seed_everything(0, 0)
     model = Regressor()
     engine, _ = build_engine(model, OptimConfig(lr=1e-2, warmup_steps=2, min_lr=1e-4),
                              DistributedConfig(zero_stage=zero, grad_clip=1.0, grad_accum=grad_accum), dist_env, 4, 6)
-    loader = ListLoader(poison=poison)
+    loader = ListLoader(poison=poison, drop=drop)
     ckpt = CheckpointManager(tmp_path / name / "ckpt", 0, 1, keep_last=2)
     start = 0
     if resume is not None:
@@ -95,7 +99,7 @@ def _train(tmp_path, dist_env, steps, *, resume=None, stop_after=None, zero=1, p
                       settings=LoopSettings(max_steps=steps, max_nonfinite=max_nonfinite, ckpt_every=ckpt_every,
                                             log_every=1, grad_accum=grad_accum),
                       device="cpu", rank=0, world_size=1, ckpt=ckpt, tb=tb, stop=stop, meta={"x": 1},
-                      start_step=start)
+                      start_step=start, log=log)
     if stop_after is not None:
         orig = trainer.task.training_step
 
@@ -144,12 +148,23 @@ def test_nonfinite_skip_leaves_no_trace_then_abort(tmp_path, dist_env):
         _train(tmp_path, dist_env, 10, poison={4, 5, 6}, name="abort")
 
 
-@pytest.mark.parametrize("zero", [0, 2])
-def test_grad_accum_with_a_nonfinite_micro_batch(tmp_path, dist_env, zero):
-    code, engine, tr, _ = _train(tmp_path, dist_env, 3, zero=zero, poison={3}, grad_accum=2, name=f"acc{zero}")
+@pytest.mark.parametrize("zero,poison", [(0, 3), (1, 2), (2, 3)])
+def test_grad_accum_nonfinite_micro_batch_skips_the_whole_step(tmp_path, dist_env, zero, poison):
+    """Window 2 = batches 2, 3; one of them is NaN (after or before a good backward): the whole optimizer
+    step is skipped, so the weights and LR equal a run that never saw batches 2 and 3."""
+    lines = []
+    _, ref, _, _ = _train(tmp_path, dist_env, 2, zero=zero, grad_accum=2, drop={2, 3}, name=f"ref{zero}")
+    code, engine, tr, _ = _train(tmp_path, dist_env, 3, zero=zero, poison={poison}, grad_accum=2,
+                                 name=f"acc{zero}", log=lines.append)
     assert code == EXIT_OK and tr.step == 3 and tr.nonfinite_total == 1
-    assert tr.loader.pos == 6 and engine.global_steps == 3  # 2 micro-batches per step, every window stepped
-    assert all(torch.isfinite(p).all() for p in engine.module.parameters())
+    assert tr.loader.pos == 6  # the skipped window's batches were consumed: same data position as an unbroken run
+    a, b = _weights(ref), _weights(engine)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert ref.get_lr() == engine.get_lr()
+    msg = [m for m in lines if "non-finite" in m]
+    assert len(msg) == 1 and "optimizer step skipped on all ranks" in msg[0], lines
+    assert f"rank 0: b{poison}s0, b{poison}s1" in msg[0] and "8 samples of the step discarded" in msg[0], msg
 
 
 def test_checkpoint_retention_latest_and_corruption(tmp_path, dist_env):

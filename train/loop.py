@@ -7,8 +7,10 @@ same loop is tested with a small module and runs the real prior (``train.task.Pr
 Non-finite policy: the loss is checked on every rank before backward and the verdict all-reduced,
 so all ranks skip together (no rank can hang in a collective). A skipped step does no backward and
 no optimizer/scheduler step, and module buffers (the VQ codebook EMA, updated in forward) are
-restored to their pre-step values, so it leaves no trace in the weights. With ``grad_accum > 1`` a
-non-finite micro-batch contributes a zero gradient and the window's step uses the others. After
+restored to their pre-step values, so it leaves no trace in the weights. With ``grad_accum > 1`` one
+non-finite micro-batch on any rank skips the whole optimizer step on all ranks: the window's remaining
+micro-batches are read (the data position stays that of an unbroken run) but not computed, and the
+keys of the non-finite samples are logged. After
 ``max_nonfinite`` bad steps in a row the run aborts (:class:`NonFiniteLossError`).
 """
 
@@ -115,6 +117,41 @@ class Trainer:
         """A finite zero loss touching every trainable parameter (keeps ZeRO's grad hooks in step)."""
         return sum((p * 0).sum() for p in self.engine.module.parameters() if p.requires_grad)
 
+    def _poisoned_loss(self) -> torch.Tensor:
+        """A loss whose gradient is NaN for every parameter: ZeRO's overflow check then discards the
+        whole accumulated window on every rank (its all-reduced skip path, also used for fp16)."""
+        return self._zero_loss() * float("nan")
+
+    def _finish_micro(self, micro: int, skipped: bool) -> None:
+        """``engine.step()`` for one micro-batch; at the boundary of a skipped window no update happens.
+
+        ZeRO 1-3 skip by themselves (non-finite gradient norm -> ``overflow``: gradients cleared, no
+        optimizer or LR step). Stage 0 steps the client optimizer directly, so there the boundary is
+        booked the way DeepSpeed books an overflow step (counters advance, gradients dropped) without
+        calling the optimizer or the LR scheduler.
+        """
+        boundary = micro == self.s.grad_accum - 1
+        if not (skipped and boundary and self.zero_stage == 0):
+            self.engine.step()
+            return
+        self.engine.zero_grad()
+        self.engine.micro_steps += 1
+        self.engine.global_steps += 1
+        self.engine.skipped_steps += 1
+
+    def _report_nonfinite(self, bad_keys: list[str], window_samples: int) -> None:
+        """Log which samples made the step non-finite, gathered from every rank."""
+        per_rank: list[Any] = [bad_keys]
+        if dist.is_available() and dist.is_initialized() and self.world_size > 1:
+            per_rank = [None] * self.world_size
+            dist.all_gather_object(per_rank, bad_keys)
+        culprits = "; ".join(f"rank {r}: {', '.join(k[:8])}{' ...' if len(k) > 8 else ''}"
+                             for r, k in enumerate(per_rank) if k)
+        total = _all_reduce(torch.tensor([float(window_samples)], device=self.device)).item()
+        self.log(f"[train] step {self.step}: non-finite loss, optimizer step skipped on all ranks "
+                 f"({int(total)} samples of the step discarded; non-finite samples: {culprits or 'unknown'}) "
+                 f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in total)")
+
     def rank_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"rng": capture_rng(), "nonfinite_total": self.nonfinite_total}
         if hasattr(self.loader, "state_dict"):
@@ -163,36 +200,45 @@ class Trainer:
                 bad = False
                 out = None
                 terms_acc: dict[str, float] = {}
+                bad_keys: list[str] = []  # this rank's samples in non-finite micro-batches
+                window_samples = 0
+                snap = self._snapshot_buffers()  # forward updates buffers (VQ EMA): undone if the step is skipped
                 for micro in range(s.grad_accum):
                     t0 = time.perf_counter()
                     batch, it = self._next_batch(it)
                     win_wait += time.perf_counter() - t0
-                    snap = self._snapshot_buffers()
+                    keys = batch.get("key") if isinstance(batch, dict) else None
+                    if bad:  # the step is already skipped: consume the window's data, keep DeepSpeed's count
+                        window_samples += len(keys) if keys is not None else 0
+                        self.engine.backward(self._zero_loss())
+                        self._finish_micro(micro, skipped=True)
+                        continue
                     out = self.task.training_step(self.engine, batch, want_images and micro == 0)
+                    window_samples += out.num_samples
                     win_samples += out.num_samples
                     win_images += out.num_images
                     finite = bool(torch.isfinite(out.loss.detach()).all())
                     if _any_rank(not finite, self.device):
                         bad = True
+                        if not finite:
+                            bad_keys.extend([str(k) for k in keys] if keys is not None else [f"micro-batch {micro}"])
                         self._restore_buffers(snap)
                         if s.grad_accum == 1:
                             break  # skip: no backward, no optimizer step
-                        self.engine.backward(self._zero_loss())
-                        self.engine.step()
+                        self.engine.backward(self._poisoned_loss())
+                        self._finish_micro(micro, skipped=True)
                         continue
                     for k, v in out.terms.items():
                         terms_acc[k] = terms_acc.get(k, 0.0) + float(v.detach()) / s.grad_accum
                     self.engine.backward(out.loss)
                     if micro == s.grad_accum - 1 and self.zero_stage == 0 and is_log:
                         gnorm = grad_norm(self.engine)
-                    self.engine.step()
+                    self._finish_micro(micro, skipped=False)
                 self.step = next_step
                 if bad:
                     self.nonfinite_total += 1
                     self.nonfinite_streak += 1
-                    what = "step skipped" if s.grad_accum == 1 else "its micro-batch(es) contributed zero gradient"
-                    self.log(f"[train] step {self.step}: non-finite loss, {what} "
-                             f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in total)")
+                    self._report_nonfinite(bad_keys, window_samples)
                     self.tb.scalars({"train/nonfinite_total": self.nonfinite_total,
                                      "train/nonfinite_streak": self.nonfinite_streak}, self.step)
                     if self.nonfinite_streak >= s.max_nonfinite:
