@@ -247,7 +247,8 @@ class OutputLock:
     Acquisition creates the lock file exclusively (``O_EXCL``, safe on local and NFSv3+ file
     systems). If it exists, the owner recorded in it is checked: a process on this host that no longer
     runs (or whose pid was recycled) left a stale lock, which is taken over with a warning; a live owner,
-    or one on another host (whose liveness cannot be checked from here), is refused with
+    or one on another host (whose liveness cannot be checked from here, unless it is an earlier run of
+    this very SLURM job, i.e. a requeue), is refused with
     :class:`OutputLockedError` naming host, pid, command and start time, and the fix.
 
     Re-entrant within one process (nested ``with`` on the same folder is fine). Use as a context manager.
@@ -271,7 +272,8 @@ class OutputLock:
 
     def _record(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start_time(os.getpid()),
-                "purpose": self.purpose, "command": " ".join(sys.argv)[:500],
+                "slurm_job": os.environ.get("SLURM_JOB_ID"), "purpose": self.purpose,
+                "command": " ".join(sys.argv)[:500],
                 "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     def _is_stale(self, owner: dict[str, Any]) -> bool:
@@ -281,8 +283,10 @@ class OutputLock:
                 return time.time() - self.path.stat().st_mtime > 60
             except FileNotFoundError:
                 return True
+        job = os.environ.get("SLURM_JOB_ID")
         if owner.get("host") != socket.gethostname():
-            return False
+            # a requeued SLURM job (same job id) restarting on another node replaces its killed self
+            return job is not None and owner.get("slurm_job") == job
         pid = int(owner.get("pid", -1))
         if pid == os.getpid():
             return False  # another lock object of this very process: not stale, but refuse below

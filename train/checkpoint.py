@@ -10,15 +10,18 @@ Layout under the checkpoint dir (one shared file system for all ranks, as on any
 Why this dance: a job can be killed at any instant (preemption, time limit). DeepSpeed writes into
 ``.tmp-step_N``; only when every rank is done does rank 0 record the file manifest, rename the
 directory to ``step_N`` and replace ``latest`` via write-temp + ``os.replace``. So ``latest``
-never names a half-written checkpoint, and a truncated file is detected by its recorded size.
+never names a half-written checkpoint. The manifest records each file's size and SHA-256, verified
+before a resume: a truncated or damaged file (even one of the right length) is refused with exit 3.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from synshot import fsio
 from train.errors import CheckpointError
 
 LATEST = "latest"
@@ -44,27 +48,19 @@ def rank_state_name(rank: int) -> str:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsio.write_bytes(path, data)
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsio.fsync_dir(path)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _barrier() -> None:
@@ -131,8 +127,8 @@ def _read_latest(ckpt_dir: Path) -> Path:
     return target
 
 
-def read_meta(path: Path) -> dict[str, Any]:
-    """Read and verify a checkpoint's manifest: every recorded file present with its recorded size."""
+def read_meta(path: Path, *, verify: bool = True) -> dict[str, Any]:
+    """Read a checkpoint's manifest and (``verify``) check every recorded file's size and SHA-256."""
     path = Path(path)
     meta_path = path / META
     if not meta_path.is_file():
@@ -144,16 +140,36 @@ def read_meta(path: Path) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{meta_path}: unreadable checkpoint manifest ({exc})") from None
-    for rel, size in meta.get("files", {}).items():
+    if verify:
+        verify_files(path, meta)
+    return meta
+
+
+def _older_hint(path: Path) -> str:
+    older = [p for s, p in list_checkpoints(path.parent) if p.name < path.name]
+    if older:
+        return f"resume from an older step with --resume {older[-1]}"
+    return "no older checkpoint is left: start a new run (another name/out_dir) or --resume never"
+
+
+def verify_files(path: Path, meta: dict[str, Any]) -> None:
+    """Every file recorded in the manifest is present with its size and SHA-256 (older manifests: size only)."""
+    for rel, rec in meta.get("files", {}).items():
+        size, digest = (rec.get("bytes"), rec.get("sha256")) if isinstance(rec, dict) else (rec, None)
         f = path / rel
         if not f.is_file():
-            raise CheckpointError(f"{path}: corrupt checkpoint, file {rel} is missing")
+            raise CheckpointError(f"{path}: corrupt checkpoint, file {rel} is missing; {_older_hint(path)}")
         actual = f.stat().st_size
         if actual != size:
             raise CheckpointError(
-                f"{f}: corrupt checkpoint, file is {actual} bytes but {size} were written (truncated copy?)"
+                f"{f}: corrupt checkpoint, file is {actual} bytes but {size} were written (truncated copy?); "
+                f"{_older_hint(path)}"
             )
-    return meta
+        if digest is not None and file_sha256(f) != digest:
+            raise CheckpointError(
+                f"{f}: corrupt checkpoint, content hash differs from the one recorded when it was saved "
+                f"(damaged bytes on disk or in a copy); {_older_hint(path)}"
+            )
 
 
 class CheckpointManager:
@@ -183,7 +199,7 @@ class CheckpointManager:
         _barrier()
         if self.rank == 0:
             files = {
-                str(f.relative_to(tmp_dir)): f.stat().st_size
+                str(f.relative_to(tmp_dir)): {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
                 for f in sorted(tmp_dir.rglob("*")) if f.is_file() and not f.name.startswith(".")
             }
             missing = [rank_state_name(r) for r in range(self.world_size) if rank_state_name(r) not in files]
@@ -222,20 +238,49 @@ class CheckpointManager:
                     shutil.rmtree(p, ignore_errors=True)
 
     # ---------------------------------------------------------------- resume
+    def _incomplete(self) -> list[Path]:
+        """``step_N`` directories without a manifest (a save killed before it finished, or damaged)."""
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.iterdir() if TAG_RE.match(p.name) and p.is_dir() and not (p / META).is_file())
+
     def find(self, resume: str) -> Path | None:
-        """Which checkpoint to resume from: ``auto`` (latest if any), ``never``, or a path."""
+        """Which checkpoint to resume from: ``auto`` (latest if any), ``never``, or a path.
+
+        ``auto`` never starts afresh over step directories it cannot resume (that would overwrite
+        them): it refuses with exit 3. ``never`` starts afresh; it refuses over complete checkpoints and
+        moves incomplete step directories aside to ``incomplete-<time>/`` (nothing written is lost).
+        """
         if resume == "never":
             if list_checkpoints(self.dir):
                 raise CheckpointError(
                     f"{self.dir}: already holds checkpoints and --resume never was given; use --resume auto, "
                     "or a new run name / out_dir"
                 )
+            stale = self._incomplete()
+            if stale and self.rank == 0:
+                aside = self.dir / time.strftime("incomplete-%Y%m%dT%H%M%S", time.gmtime())
+                aside.mkdir(parents=True, exist_ok=True)
+                for p in stale:
+                    os.rename(p, aside / p.name)
+                fsio.fsync_dir(self.dir)
+                print(f"[train] --resume never: moved {len(stale)} incomplete step directories to {aside}",
+                      file=sys.stderr, flush=True)
             return None
         if resume == "auto":
             if (self.dir / LATEST).is_file():
                 return _read_latest(self.dir)
             found = list_checkpoints(self.dir)
-            return found[-1][1] if found else None
+            if found:
+                return found[-1][1]
+            stale = self._incomplete()
+            if stale:
+                raise CheckpointError(
+                    f"{self.dir}: holds step directories ({', '.join(p.name for p in stale[:4])}) but none is "
+                    f"complete (no {META}) and there is no '{LATEST}'; refusing to start from step 0 over them. "
+                    f"Pass --resume never to start afresh (they are moved aside), or use another run name/out_dir"
+                )
+            return None
         return resolve_checkpoint(resume)
 
     def load(self, engine, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

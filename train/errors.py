@@ -15,9 +15,12 @@ EXIT_DATA = 5  # dataset missing, inconsistent with the config, or too corrupt
 EXIT_PREEMPTED = 75  # SIGUSR1/SIGTERM: checkpoint written, requeue to resume (EX_TEMPFAIL)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be used; the message names the path and what to do."""
+from synshot.cli import CheckpointFileError, NonFiniteError
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss was NaN/inf for too many steps in a row."""
+class CheckpointError(CheckpointFileError, RuntimeError):
+    """A checkpoint cannot be used; the message names the path and what to do (exit 3)."""
+
+
+class NonFiniteLossError(NonFiniteError, RuntimeError):
+    """The loss was NaN/inf for too many steps in a row (exit 4)."""

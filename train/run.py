@@ -67,6 +67,7 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
     from synshot.model import SynShotPrior
     from train.checkpoint import CheckpointManager, read_meta
     from train.config import arch_hash, config_hash, diff_keys, public_config
+    from train.resume import check_resume_config, rebuild_schedule
     from train.distributed import setup_distributed
     from train.engine import build_engine
     from train.loop import LoopSettings, Trainer
@@ -75,9 +76,14 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
     from train.tb import TBLogger
     from train.validate import Validator
 
+    from synshot import fsio
+
+    run_lock = None
     try:
         env = setup_distributed(cfg.distributed.timeout_minutes)
         rank, world = env.rank, env.world_size
+        if rank == 0:  # one training per run dir: a second one is refused, naming the first
+            run_lock = fsio.OutputLock(cfg.run_dir, purpose="train").acquire()
         bf16 = cfg.distributed.use_bf16(env.device.startswith("cuda"))
         _log(rank, f"[train] run {cfg.run_dir} | launcher {env.launcher} | world {world} | {env.device} "
                    f"({env.backend}) | ZeRO {cfg.distributed.zero_stage} | {'bf16' if bf16 else 'fp32'} | "
@@ -105,7 +111,7 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
         }
         start_step, nonfinite_total = 0, 0
         if path is not None:
-            saved = read_meta(path)
+            saved = read_meta(path, verify=False)  # config checks first; files are verified by load
             if saved.get("arch_hash") != meta["arch_hash"]:
                 keys = diff_keys(saved.get("config", {}).get("model", {}), meta["config"]["model"], "model")
                 raise CheckpointError(
@@ -115,10 +121,15 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
             if saved.get("zero_stage") != cfg.distributed.zero_stage:
                 raise CheckpointError(f"{path}: saved with ZeRO stage {saved.get('zero_stage')}, config has "
                                       f"{cfg.distributed.zero_stage}; use the same stage to resume")
-            if saved.get("config_hash") != meta["config_hash"]:
-                changed = diff_keys(saved.get("config", {}), meta["config"])
-                _log(rank, f"[train] note: config differs from the checkpoint's at {changed[:10]}")
+            changes = check_resume_config(path, saved.get("config", {}), meta["config"])
             saved, state = ckpt.load(engine, path)
+            lr_now = rebuild_schedule(engine, lr=cfg.optim.lr, min_lr=cfg.optim.min_lr,
+                                      warmup_steps=cfg.optim.warmup_steps, max_steps=cfg.max_steps)
+            for line in changes:
+                _log(rank, f"[train] resume: config change applied: {line}")
+            if changes:
+                _log(rank, f"[train] resume: LR schedule rebuilt from step {saved['step']} for max_steps="
+                           f"{cfg.max_steps}: lr now {lr_now:.6g}")
             try:
                 loader.load_state_dict(state["loader"])
             except (KeyError, ValueError) as exc:
@@ -127,8 +138,7 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
             start_step, nonfinite_total = int(saved["step"]), int(state.get("nonfinite_total", 0))
             _log(rank, f"[train] resumed from {path} at step {start_step}")
         if rank == 0:
-            cfg.run_dir.mkdir(parents=True, exist_ok=True)
-            (cfg.run_dir / "config.json").write_text(json.dumps(meta["config"], indent=2, sort_keys=True))
+            fsio.write_json(cfg.run_dir / "config.json", meta["config"], sort_keys=True)
         tb = TBLogger(cfg.run_dir / "tb", enabled=rank == 0, purge_step=start_step + 1 if start_step else None)
         if start_step == 0:
             tb.text("config", "```\n" + json.dumps(meta["config"], indent=2, sort_keys=True) + "\n```")
@@ -152,6 +162,8 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
                    f"(last loss {trainer.last_loss}), exit {code}")
         return code
     finally:
+        if run_lock is not None:
+            run_lock.release()
         stop.close()
 
 
@@ -189,11 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[train] {exc}", file=sys.stderr)
         return EXIT_NONFINITE
     except Exception as exc:  # data problems get their own code, anything else is a crash with traceback
-        from synshot.data import DataError
-        from synshot.data.loader import CorruptDataError
+        from synshot.cli import DataFileError, SynshotError
 
-        if isinstance(exc, (DataError, CorruptDataError)):
+        if isinstance(exc, DataFileError):
             print(f"[train] data error (rank {rank}): {exc}", file=sys.stderr)
             return EXIT_DATA
+        if isinstance(exc, SynshotError):  # output path, lock, ... : the user's to fix, no traceback
+            print(f"[train] error: {exc}", file=sys.stderr)
+            return exc.exit_code
         traceback.print_exc()
         return EXIT_ERROR

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from synshot.cli import DataFileError
 from synshot.config import ConfigBase
 from synshot.data import storage
 from synshot.data.reader import ShardFailure, iter_shard
@@ -61,11 +62,11 @@ class LoaderConfig(ConfigBase):
     pin_memory: bool = False
 
 
-class CorruptDataError(RuntimeError):
+class CorruptDataError(DataFileError, RuntimeError):
     """Too many corrupt samples: the data, not a few bad bytes, is broken."""
 
 
-class DataSpecError(ValueError):
+class DataSpecError(DataFileError, ValueError):
     """The data does not match the loader config (image size, UV size, number of views)."""
 
 

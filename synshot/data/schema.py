@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from synshot.cli import DataFileError
+
 SCHEMA_VERSION = 1
 IMAGE_FORMATS = ("png", "jpg")
 META_FIELDS = (
@@ -35,8 +37,8 @@ VIEW_FIELDS = ("K", "w2c", "width", "height")
 _KEY_RE = re.compile(r"^(\d{6})_(\d{4})$")
 
 
-class DataError(ValueError):
-    """Base of data errors; names the sample key and the shard URL."""
+class DataError(DataFileError, ValueError):
+    """Base of data errors; names the sample key and the shard URL (exit 5)."""
 
     def __init__(self, message: str, key: str | None = None, url: str | None = None):
         self.key, self.url, self.reason = key, url, message

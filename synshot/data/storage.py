@@ -18,12 +18,14 @@ from typing import Any, BinaryIO, Mapping
 import fsspec
 from fsspec.core import url_to_fs
 
+from synshot.cli import DataFileError
+
 # Object stores publish an object only when its upload completes, so a direct put is atomic.
 _ATOMIC_PUT_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "memory", "az", "abfs", "abfss", "adl", "oci"}
 _READ_ONLY_PROTOCOLS = {"http", "https"}
 
 
-class StorageError(IOError):
+class StorageError(DataFileError, OSError):
     """A storage operation failed; the message names the URL and the likely fix."""
 
 

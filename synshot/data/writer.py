@@ -19,6 +19,7 @@ import tempfile
 import time
 from typing import Any, Iterable, Mapping
 
+from synshot.cli import DataFileError
 from synshot.data import storage
 from synshot.data.schema import SCHEMA_VERSION
 
@@ -26,8 +27,8 @@ SIDECAR_SUFFIX = ".json"
 _SHARD_RE = re.compile(r"^(?P<split>[a-z0-9_]+)-(?P<index>\d{6})\.tar$")
 
 
-class ManifestError(ValueError):
-    """A manifest is missing or inconsistent; the message names the URL and the fix."""
+class ManifestError(DataFileError, ValueError):
+    """A manifest is missing or inconsistent; the message names the URL and the fix (exit 5)."""
 
 
 def shard_name(split: str, index: int) -> str:
