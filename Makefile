@@ -81,10 +81,10 @@ invert: setup
 	@test -n "$(SUBJECT)" || { echo "usage: make invert SUBJECT=subjects/NAME [CKPT=file] [OUT=dir]"; exit 2; }
 	$(PYTHON) -m synshot.invert --subject $(SUBJECT) --config $(INVERT_CONFIG) $(if $(CKPT),--ckpt $(CKPT),) $(if $(OUT),--out $(OUT),) $(ARGS)
 
-## drive        drive an avatar: make drive SUBJECT=subjects/s0 EXPR=seq.json|subjects/s1 [AVATAR=file] [OUT=driven.mp4]
+## drive        drive an avatar: make drive SUBJECT=subjects/s0 EXPR=seq.json|subjects/s1 [AVATAR=file] [OUT=driven.mp4] [PLY=dir: + world-space .ply per frame]
 drive: setup
 	@test -n "$(EXPR)" && test -n "$(SUBJECT)$(AVATAR)" || { echo "usage: make drive SUBJECT=subjects/NAME EXPR=seq.json|subjects/OTHER"; exit 2; }
-	$(PYTHON) -m synshot.invert.drive --avatar $(or $(AVATAR),runs/invert/$(notdir $(SUBJECT))/avatar.safetensors) --expr $(EXPR) $(if $(OUT),--out $(OUT),) --side-by-side
+	$(PYTHON) -m synshot.invert.drive --avatar $(or $(AVATAR),runs/invert/$(notdir $(SUBJECT))/avatar.safetensors) --expr $(EXPR) $(if $(OUT),--out $(OUT),) $(if $(PLY),--ply $(PLY) --compressed,) --side-by-side
 
 SUBJECT_SEEDS ?= 1001 1002 1003
 SUBJECT_SIZE ?= 128

@@ -132,8 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output MP4 (default: next to the avatar, driven.mp4)")
     parser.add_argument("--side-by-side", action="store_true", help="source frame | render (subject folders)")
     parser.add_argument("--size", type=int, default=None, help="image long side for subject folders")
+    parser.add_argument("--ply", default=None, metavar="DIR",
+                        help="also bake every frame to a world-space 3DGS .ply in DIR (+ frames.json)")
+    parser.add_argument("--compressed", action="store_true", help="with --ply: also SuperSplat .compressed.ply")
+    parser.add_argument("--no-video", action="store_true", help="with --ply: skip the MP4")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    from synshot.cli import SynshotError
     from synshot.invert.subject import SubjectError
 
     try:
@@ -143,12 +148,21 @@ def main(argv: list[str] | None = None) -> int:
         seq = sequence_from_subject(expr, avatar, size) if expr.is_dir() else sequence_from_json(expr, avatar)
         out = Path(args.out) if args.out else Path(args.avatar).parent / "driven.mp4"
         bg = tuple(avatar.invert_config.get("background", (1.0, 1.0, 1.0)))
-        drive(avatar, seq, out, side_by_side=args.side_by_side, background=bg,
-              backend=avatar.invert_config.get("backend", "auto"))
+        if args.ply:
+            from synshot.view.plyseq import export_ply_sequence
+
+            index = export_ply_sequence(avatar, seq, args.ply, compressed=args.compressed)
+            print(f"[drive] {seq.expressions.shape[0]} world-space .ply frames -> {index}")
+        if not (args.ply and args.no_video):
+            drive(avatar, seq, out, side_by_side=args.side_by_side, background=bg,
+                  backend=avatar.invert_config.get("backend", "auto"))
+            print(f"[drive] {seq.expressions.shape[0]} frames -> {out}")
+    except SynshotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except (DriveError, SubjectError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"[drive] {seq.expressions.shape[0]} frames -> {out}")
     return 0
 
 
