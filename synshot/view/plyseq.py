@@ -3,7 +3,7 @@
 An avatar's Gaussians ride on the head model's mesh; splat viewers know nothing of that, so each
 frame is decoded by the prior (expression -> ``E_expr`` -> decoders -> Gaussians), posed by the
 frame's head pose and written as a plain 3DGS ``.ply`` (layout: :mod:`synshot.invert.ply`). The
-folder gets an index, ``frames.json``, written last (a folder without it is an unfinished export)::
+folder gets an index, ``frames.json``, and is published whole (:func:`synshot.fsio.publish_dir`)::
 
     OUT/frame_0000.ply ...           standard 3DGS layout, world frame (OpenCV axes), metres
     OUT/frame_0000.compressed.ply    with compressed=True: SuperSplat's chunked 8-11 bit layout
@@ -19,8 +19,6 @@ relative to per-256-splat chunk bounds, rotations as smallest-three 10 bits, hig
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -61,33 +59,22 @@ def write_compressed_ply(path: str | Path, means, quats, scales, opacities, sh) 
     return path
 
 
-def _prepare_folder(out: Path) -> Path:
-    """A fresh staging folder beside ``out``; refuses to replace a folder that is not an export."""
+def _check_target(out: Path) -> None:
+    """Refuse to replace a folder that is not an earlier export (its files would be moved aside)."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / INDEX_NAME).is_file())):
         raise ExportError(f"{out}: exists and is not a .ply sequence export (no {INDEX_NAME}); "
                           f"choose another folder or remove it")
-    stage = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    return stage
-
-
-def _publish(stage: Path, out: Path) -> None:
-    """Swap the finished staging folder in; an older export is removed only after the new one is complete."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        out.rename(old)
-    stage.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @torch.no_grad()
 def export_ply_sequence(avatar: Avatar, seq: DriveSequence, out: str | Path, compressed: bool = False,
                         chunk: int = 4) -> Path:
     """Bake every frame of ``seq`` to world space and write ``out/frame_XXXX.ply`` + ``frames.json``."""
+    from synshot.fsio import publish_dir
+
     out = Path(out)
-    stage = _prepare_folder(out)
-    try:
+    _check_target(out)
+    with publish_dir(out, keep_previous=False, purpose="ply sequence export") as stage:
         frames, files, cfiles = [], [], []
         n_frames = int(seq.expressions.shape[0])
         num_gaussians = 0
@@ -117,10 +104,6 @@ def export_ply_sequence(avatar: Avatar, seq: DriveSequence, out: str | Path, com
             "files": files, **({"compressed_files": cfiles} if compressed else {}), "frames": frames,
         }
         (stage / INDEX_NAME).write_text(json.dumps(index, indent=1))
-        _publish(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     LOG.info("%d world-space .ply frames (%d Gaussians each%s) -> %s", n_frames, num_gaussians,
              ", + compressed" if compressed else "", out)
     return out / INDEX_NAME
