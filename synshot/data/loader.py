@@ -222,7 +222,7 @@ def worker_batches(plan: _Plan, worker: int, start: WorkerPosition, end_epoch: i
                 continue
             pos.item = index + 1
             if isinstance(item, ShardFailure):
-                pos.skipped += 1
+                pos.skipped += item.lost  # a lost shard weighs its manifest sample count
                 pos.shard_errors += 1
                 corrupt_log(f"shard {item.url}: {item.message}", pos)
                 _check_threshold(cfg, pos.samples, pos.skipped, item.url)

@@ -21,12 +21,16 @@ class ShardFailure:
 
     url: str
     message: str
+    lost: int = 1  # samples of the manifest this failure cost (>= 1): the corruption threshold counts samples
 
 
 def iter_shard(
     url: str, storage_options: Mapping[str, Any] | None = None, expected_samples: int | None = None
 ) -> Iterator[dict[str, Any] | ShardFailure]:
     """Yield the raw samples of one shard in file order; a read error yields one :class:`ShardFailure` last.
+
+    The failure carries how many of the manifest's ``expected_samples`` were lost, so a missing shard
+    of 500 samples weighs 500 in the loader's corruption threshold, not 1.
 
     A sample cut by truncation is yielded as it is (missing members); decoding then rejects it. A tar
     cut at a member boundary ends without any error in stream mode, so ``expected_samples`` (from the
@@ -35,7 +39,7 @@ def iter_shard(
     try:
         stream = storage.open_url(url, "rb", storage_options)
     except Exception as exc:  # missing object, refused connection, bad credentials...
-        yield ShardFailure(url, f"cannot open: {type(exc).__name__}: {exc}")
+        yield ShardFailure(url, f"cannot open: {type(exc).__name__}: {exc}", _lost(expected_samples, 0))
         return
     current: dict[str, Any] | None = None
     count = 0
@@ -52,12 +56,20 @@ def iter_shard(
                     current = {"__key__": prefix, "__url__": url}
                 current[suffix.lower()] = member["data"]
     except Exception as exc:  # noqa: BLE001 - tarfile, OS, HTTP/S3 client errors: all mean "this shard's tail is unreadable"
-        if current is not None:
+        if current is not None:  # a partial last sample: decoding rejects (and counts) it
+            count += 1
             yield current
-        yield ShardFailure(url, f"read error: {type(exc).__name__}: {str(exc).split(' @ ')[0]}")
+        yield ShardFailure(url, f"read error: {type(exc).__name__}: {str(exc).split(' @ ')[0]}",
+                           _lost(expected_samples, count))
         return
     if current is not None:
         count += 1
         yield current
     if expected_samples is not None and count != expected_samples:
-        yield ShardFailure(url, f"holds {count} samples but the manifest says {expected_samples} (truncated or replaced shard)")
+        yield ShardFailure(url, f"holds {count} samples but the manifest says {expected_samples} (truncated or replaced shard)",
+                           _lost(expected_samples, count))
+
+
+def _lost(expected: int | None, delivered: int) -> int:
+    """Samples a shard failure cost: the manifest's count minus those delivered (at least 1)."""
+    return max(1, (expected or 0) - delivered)

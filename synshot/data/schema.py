@@ -211,7 +211,15 @@ def _decode_npy(data: bytes, name: str, key: str, url: str | None, size: int) ->
         raise CorruptSampleError(f"{name}: dtype {arr.dtype}, expected float16", key, url)
     if arr.shape != (3, size, size):
         raise CorruptSampleError(f"{name}: shape {arr.shape}, expected (3, {size}, {size}) (tex is {size}x{size})", key, url)
+    _require_finite(arr, name, key, url)
     return arr
+
+
+def _require_finite(arr: np.ndarray, name: str, key: str | None, url: str | None) -> None:
+    """Non-finite numbers in a sample would reach the loss as NaN: the sample is corrupt (skipped, counted)."""
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise CorruptSampleError(f"{name}: {bad} of {arr.size} values are NaN/inf", key, url)
 
 
 def decode_meta(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,6 +260,16 @@ def decode_meta(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise CorruptSampleError("meta.json expression_coeffs and expression_names differ in length", key, url)
     if np.asarray(meta["head_pose"], dtype=np.float64).shape != (4, 4):
         raise CorruptSampleError("meta.json head_pose must be 4x4", key, url)
+    for field in ("head_pose", "expression_coeffs"):
+        try:
+            values = np.asarray(meta[field], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise CorruptSampleError(f"meta.json {field} is not numeric", key, url) from None
+        _require_finite(values, f"meta.json {field}", key, url)
+    for v, view in enumerate(views):
+        for field in ("K", "w2c"):
+            if field in view:
+                _require_finite(np.asarray(view[field], dtype=np.float64), f"meta.json views[{v}].{field}", key, url)
     return meta
 
 

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Mapping
 import fsspec
 from fsspec.core import url_to_fs
 
+from synshot import fsio
 from synshot.cli import DataFileError
 
 # Object stores publish an object only when its upload completes, so a direct put is atomic.
@@ -119,15 +120,8 @@ def put_file_atomic(src_path: str, url: str, storage_options: Mapping[str, Any] 
     """
     _check_writable(url)
     if is_local(url):
-        dst = local_path(url)
-        os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-        tmp = f"{dst}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
+        with fsio.atomic_path(local_path(url)) as tmp:
             shutil.copyfile(src_path, tmp)
-            os.replace(tmp, dst)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return
     fs, path = filesystem(url, storage_options)
     if protocol_of(url) in _ATOMIC_PUT_PROTOCOLS:
@@ -143,16 +137,7 @@ def write_bytes_atomic(url: str, data: bytes, storage_options: Mapping[str, Any]
     """Write ``data`` to ``url`` atomically (see :func:`put_file_atomic`)."""
     _check_writable(url)
     if is_local(url):
-        dst = local_path(url)
-        os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dst) + ".tmp-", dir=os.path.dirname(os.path.abspath(dst)))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, dst)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        fsio.write_bytes(local_path(url), data)  # fsync-ed, mode 0666 & ~umask (readable like the shards)
         return
     with tempfile.NamedTemporaryFile(suffix=".part") as tmp:
         tmp.write(data)

@@ -19,6 +19,7 @@ import tempfile
 import time
 from typing import Any, Iterable, Mapping
 
+from synshot import fsio
 from synshot.cli import DataFileError
 from synshot.data import storage
 from synshot.data.schema import SCHEMA_VERSION
@@ -124,7 +125,7 @@ def write_shard(
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         if local_target:
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, fsio.file_mode())  # mkstemp creates 0600; shards are read by others
             os.replace(tmp, storage.local_path(url))
         else:
             storage.put_file_atomic(tmp, url, storage_options)
