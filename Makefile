@@ -86,9 +86,9 @@ drive: setup
 	@test -n "$(EXPR)" && test -n "$(SUBJECT)$(AVATAR)" || { echo "usage: make drive SUBJECT=subjects/NAME EXPR=seq.json|subjects/OTHER"; exit 2; }
 	$(PYTHON) -m synshot.invert.drive --avatar $(or $(AVATAR),runs/invert/$(notdir $(SUBJECT))/avatar.safetensors) --expr $(EXPR) $(if $(OUT),--out $(OUT),) $(if $(PLY),--ply $(PLY) --compressed,) --side-by-side
 
-SUBJECT_SEEDS ?= 1001 1002 1003
+SUBJECT_SEEDS ?= 3001 3002 3003
 SUBJECT_SIZE ?= 128
-## subjects     render held-out test subjects to subjects/ (SUBJECT_SEEDS="1001 1002 1003", SUBJECT_SIZE=128)
+## subjects     render held-out subjects to subjects/ (SUBJECT_SEEDS="3001 3002 3003": test 3001-3020, validation 2001-2010)
 subjects: setup
 	for s in $(SUBJECT_SEEDS); do $(PYTHON) -m data_tools.subject --seed $$s --size $(SUBJECT_SIZE) --out subjects/s$$s || exit 1; done
 
@@ -125,15 +125,19 @@ tensorboard: setup
 	$(BIN)/tensorboard --logdir $(if $(RUN),$(RUN)/tb,runs) --port $(TB_PORT) --host $(TB_HOST)
 
 # ---- demo and evaluation (synshot/demo.py, synshot/eval/, docs/evaluation.md) ----
-.PHONY: demo eval
+.PHONY: demo eval tune
 DEMO_CONFIG ?= configs/demo/tiny.yaml
 ## demo         the whole pipeline at toy scale on a CPU -> runs/demo/report.md (re-running reuses finished stages)
 demo: setup
 	$(PYTHON) -m synshot.demo --config $(DEMO_CONFIG) $(ARGS)
 
-## eval         demo pipeline + the paper's ablations (same budget) + baselines -> runs/demo/eval/report.md
+## eval         demo pipeline on 10 test subjects + the paper's ablations (same budget and tuning) + baselines -> runs/demo/eval/report.md
 eval: setup
 	$(PYTHON) -m synshot.demo --config configs/demo/eval.yaml $(ARGS)
+
+## tune         equal-budget search on the validation subjects (after `make eval` rendered them) -> runs/tune/tuning.md
+tune: setup
+	nice -n 10 $(PYTHON) -m synshot.eval.tune --config configs/eval/tune_tiny.yaml 'eval_overrides=["prior=runs/demo/prior.safetensors"]' $(ARGS)
 
 # ---- renderer (synshot/render/, synshot/bench/render.py, docs/render.md) ----
 .PHONY: test-render bench-render

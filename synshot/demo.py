@@ -34,12 +34,15 @@ class DemoConfig(ConfigBase):
     train_config: str = "configs/train/tiny.yaml"
     train_overrides: list[str] = []
     nproc: int = Field(2, ge=1)  # training processes (torchrun); 2 = the DeepSpeed multi-process path
-    subject_seeds: list[int] = Field([1001, 1002, 1003], min_length=2)
+    # test subjects (reported; synshot.eval.splits.TEST_SEEDS) and validation subjects (tuning only)
+    subject_seeds: list[int] = Field([3001, 3002, 3003], min_length=2)
+    validation_seeds: list[int] = []
     subject_args: list[str] = ["--size", "128"]
     invert_config: str = "configs/invert/tiny.yaml"
     invert_overrides: list[str] = []
     eval_config: str = "configs/eval/tiny.yaml"
     eval_overrides: list[str] = []
+    tune_config: str = "configs/eval/tune_tiny.yaml"  # the validation search each ablation prior gets
     # Paper ablations, each trained with the same budget (configs/train/ablation_<name>.yaml +
     # train_overrides) and evaluated with the full method: no_sampling, no_vq, single_layer, f32.
     ablations: list[str] = []
@@ -64,6 +67,7 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
     out = Path(cfg.out)
     data, run, prior = out / "data", out / "train", out / "prior.safetensors"
     subjects = [out / "subjects" / f"s{s}" for s in cfg.subject_seeds]
+    validation = [out / "validation" / f"s{s}" for s in cfg.validation_seeds]
     avatar_dir = out / "invert" / subjects[0].name
     train_cmd = ["-m", "train", "--config", cfg.train_config, f"data.url={data}", f"out_dir={out}", "name=train",
                  *cfg.train_overrides]
@@ -86,7 +90,8 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
         Stage("train", [[python, *train_cmd]], [run / "checkpoints" / "latest"], {"OMP_NUM_THREADS": "1"}),
         Stage("export", [[python, "-m", "train.export", "--ckpt", str(run), "--out", str(prior)]], [prior]),
         Stage("subjects", [[python, "-m", "data_tools.subject", "--seed", str(s), "--out", str(p), *cfg.subject_args]
-                           for s, p in zip(cfg.subject_seeds, subjects)], [p / "cameras.json" for p in subjects]),
+                           for s, p in zip(cfg.subject_seeds + cfg.validation_seeds, subjects + validation)],
+              [p / "cameras.json" for p in subjects + validation]),
         Stage("invert", [[python, "-m", "synshot.invert", "--subject", str(subjects[0]), "--config", cfg.invert_config,
                           "--ckpt", str(prior), "--out", str(avatar_dir), *cfg.invert_overrides]],
               [avatar_dir / f for f in ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json",
@@ -95,14 +100,27 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
                          "--expr", str(subjects[1]), "--out", str(avatar_dir / "driven.mp4"), "--side-by-side"]],
               [avatar_dir / "driven.mp4"]),
     ]
+    tuning = []
     if ablation_cmds:
         stages.append(Stage("ablations", ablation_cmds, list(ablation_priors.values()), {"OMP_NUM_THREADS": "1"}))
+        if not validation:
+            raise ValueError("ablations need validation_seeds: each ablation prior is tuned on validation subjects")
+        # each ablation prior gets the validation search the main prior got (configs/eval/tune_tiny.yaml)
+        tune_out = out / "tune_ablations"
+        stages.append(Stage("tune-ablations", [[
+            python, "-m", "synshot.eval.tune", "--config", cfg.tune_config, "methods=[]",
+            f"subjects=[{out / 'validation'}/*]", f"out={tune_out}",
+            "eval_overrides=" + json.dumps([f"prior={prior}", f"invert_config={cfg.invert_config}",
+                                            "invert_overrides=" + json.dumps(cfg.invert_overrides)]),
+            "ablations=" + json.dumps({a: str(p) for a, p in ablation_priors.items()})]],
+            [tune_out / "tuning.json"]))
+        tuning = [f"ablation_tuning={tune_out / 'tuning.json'}"]
     stages.append(
         Stage("eval", [[python, "-m", "synshot.eval", "--config", cfg.eval_config, f"subjects=[{out / 'subjects'}/*]",
-                        f"prior={prior}", f"out={out / 'eval'}", f"invert_config={cfg.invert_config}",
+                        "split=test", f"prior={prior}", f"out={out / 'eval'}", f"invert_config={cfg.invert_config}",
                         "invert_overrides=" + json.dumps(cfg.invert_overrides),
                         "ablations=" + json.dumps({a: str(p) for a, p in ablation_priors.items()}),
-                        *cfg.eval_overrides]],
+                        *tuning, *cfg.eval_overrides]],
               [out / "eval" / "report.md", out / "eval" / "metrics.json"]))
     return stages
 
@@ -164,19 +182,24 @@ def write_summary(cfg: DemoConfig, stages: list[Stage], seconds: dict[str, float
     out = Path(cfg.out)
     avatar_dir = _stage(stages, "invert").outputs[0].parent
     invert = json.loads((avatar_dir / "metrics.json").read_text())
+    n_test = len(cfg.subject_seeds)
     evaluation = json.loads((out / "eval" / "metrics.json").read_text())
-    metrics = {"stage_seconds": seconds, "invert": invert, "eval_mean": evaluation.get("mean", {})}
+    metrics = {"stage_seconds": seconds, "invert": invert,
+               "eval_mean": {m: {k: iv["mean"] for k, iv in ivs.items()} for m, ivs in evaluation["intervals"].items()},
+               "eval_intervals": evaluation["intervals"], "eval_paired": evaluation.get("paired", {}),
+               "eval_subjects": evaluation.get("subjects", [])}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
     eval_report = (out / "eval" / "report.md").read_text()
-    body = eval_report.split("\n", 1)[1].replace("](grid_", "](eval/grid_")
+    body = eval_report.split("\n", 1)[1].replace("](grid_", "](eval/grid_").replace("](psnr_", "](eval/psnr_")
     lines = ["# SynShot demo report", "", "| stage | seconds | outputs |", "|---|---|---|"]
     for st in stages:
         shown = ", ".join(str(p.relative_to(out)) if p.is_relative_to(out) else str(p) for p in st.outputs)
         lines.append(f"| {st.name} | {seconds.get(st.name, 0):.0f} | {shown} |")
     lines += ["", f"TensorBoard: `make tensorboard RUN={out / 'train'}`", "",
-              f"Inverted subject `{avatar_dir.name}`: eval PSNR {invert.get('eval_psnr', float('nan')):.2f} dB, "
-              f"SSIM {invert.get('eval_ssim', float('nan')):.4f}; avatar, .ply, turntable and driven video in "
-              f"`{avatar_dir}`.", "", "## Evaluation", body]
+              f"Inverted test subject `{avatar_dir.name}`: eval PSNR (full frame) "
+              f"{invert.get('eval_psnr_full', float('nan')):.2f} dB, head {invert.get('eval_psnr_head', float('nan')):.2f}"
+              f" dB; avatar, .ply, turntable and driven video in `{avatar_dir}`.", "",
+              f"## Evaluation ({n_test} test subjects: seeds {', '.join(map(str, cfg.subject_seeds))})", body]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -188,9 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", nargs="*", default=[], help="re-run these stages (and the ones after them)")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. nproc=1 out=runs/demo2")
     args = parser.parse_args(argv)
+    from synshot.cli import SynshotError
+    from synshot.eval.splits import check_seeds
+
     try:
         cfg = load_config(DemoConfig, args.config, args.overrides)
-    except ConfigError as exc:
+        check_seeds("test", cfg.subject_seeds, other=cfg.validation_seeds)
+        check_seeds("validation", cfg.validation_seeds)
+    except (ConfigError, SynshotError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(cfg.out)

@@ -118,7 +118,8 @@ def test_cli_end_to_end_writes_every_output_without_deepspeed(subject_dir, prior
     for name in ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json", "inputs_vs_renders.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("eval_l1", "eval_psnr", "eval_ssim", "eval_lpips", "eval_id_cosine", "wall_s", "peak_rss_mb"):
+    for key in ("eval_l1_full", "eval_psnr_full", "eval_ssim_full", "eval_l1_head", "eval_psnr_head", "eval_ssim_head",
+                "eval_lpips_full", "eval_id_cosine", "wall_s", "peak_rss_mb"):
         assert isinstance(metrics[key], (int, float)), key
     assert metrics["loss_final"] < metrics["loss_first"]
     assert -1 <= metrics["eval_id_cosine"] <= 1

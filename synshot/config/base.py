@@ -42,11 +42,26 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    data = _inherit_sections(data, path, seen + (path,))
     parent = data.pop(INHERIT_KEY, None)
     if parent is None:
         return data
     base = _read_yaml((path.parent / parent), seen + (path,))
     return _deep_merge(base, data)
+
+
+def _inherit_sections(data: dict[str, Any], path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """A section may ``inherit:`` a file too (``model: {inherit: ../model/tiny.yaml}``), so one
+    component config is written once and composed into every run config that uses it."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = _inherit_sections(value, path, seen)
+            parent = value.pop(INHERIT_KEY, None)
+            if parent is not None:
+                value = _deep_merge(_read_yaml(path.parent / parent, seen), value)
+        out[key] = value
+    return out
 
 
 def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,12 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from synshot.cli import SynshotError
+
     try:
         results, subjects = Evaluator(cfg).run()
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, SynshotError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    path = write_report(results, subjects, cfg.out, dump_config(cfg), cfg.grid_frames)
+        return getattr(exc, "exit_code", 2)
+    path = write_report(results, subjects, cfg.out, dump_config(cfg), cfg.grid_frames, cfg.split,
+                        cfg.bootstrap_replicates, cfg.tile_size)
     print(f"[eval] report: {path}")
     return 0
 

@@ -3,7 +3,8 @@
 This is the GaussianAvatars recipe (Qian et al. 2024) at our scale and in our UV atlas: one
 Gaussian per UV grid point of the head model, carried by the mesh (position on the posed surface,
 rotation in the local TBN frame), with free per-Gaussian offset, rotation, log-scale, opacity and
-colour optimised on the few input images only. Novel expressions move the Gaussians with the mesh,
+colour optimised on the few input images only, with the inversion's loss terms and step budget and
+about as many Gaussians as the prior (:func:`resolve_budget`). Novel expressions move the Gaussians with the mesh,
 nothing else; there is no learned prior. It answers the question the paper asks: does a synthetic
 prior beat fitting the few images directly?
 """
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from synshot.cli import UsageError
 from synshot.eval.config import NoPriorConfig
+from synshot.invert.config import LossWeights
 from synshot.invert.geometry import pose_points
 from synshot.invert.headio import HeadAdapter, atlas_mask
 from synshot.invert.subject import Frame
@@ -42,6 +45,8 @@ class BoundGaussians(nn.Module):
         super().__init__()
         self.head, self.cfg = head, cfg
         g = cfg.grid_size
+        if g is None or cfg.steps is None:
+            raise ValueError("no_prior: resolve grid_size and steps first (resolve_budget)")
         atlas = atlas_mask(head.region_masks(g))
         self.register_buffer("atlas", atlas, persistent=False)
         self.register_buffer("index", atlas.flatten().nonzero().squeeze(1), persistent=False)
@@ -90,14 +95,15 @@ class BoundGaussians(nn.Module):
         return {"means": means, "quats": quats, "scales": self.log_scale.exp(),
                 "opacities": torch.sigmoid(self.opacity_logit), "colors": torch.sigmoid(self.color_logit)}
 
-    def render(self, frame: Frame, background: Tensor, backend: str = "auto") -> Tensor:
-        """(3,H,W) render of one frame."""
+    def render(self, frame: Frame, background: Tensor, backend: str = "auto", with_alpha: bool = False):
+        """(3,H,W) render of one frame (and its (1,H,W) alpha with ``with_alpha``)."""
         g = self(frame.expression, frame.head_pose)
         dev = self.offset.device
         out = rasterize(g["means"], g["quats"], g["scales"], g["opacities"], g["colors"],
                         frame.w2c[None].to(dev), frame.K[None].to(dev), frame.width, frame.height,
                         backgrounds=background[None].to(dev), backend=backend)
-        return out.rgb[0].permute(2, 0, 1)
+        rgb = out.rgb[0].permute(2, 0, 1)
+        return (rgb, out.alpha[0].permute(2, 0, 1)) if with_alpha else rgb
 
 
 def composite_target(frame: Frame, background: Tensor) -> Tensor:
@@ -119,9 +125,39 @@ def initial_colors(head: HeadAdapter, frames: list[Frame], grid_size: int, backg
     return tex
 
 
-def fit_no_prior(head: HeadAdapter, frames: list[Frame], cfg: NoPriorConfig, background=(1.0, 1.0, 1.0),
-                 backend: str = "auto", device: str | torch.device = "cpu", log=print) -> tuple[BoundGaussians, dict]:
-    """Fit :class:`BoundGaussians` to ``frames`` with L1 + D-SSIM; returns the model and a summary."""
+class FairnessError(UsageError):
+    """A baseline configured outside the fairness rules (Gaussian count, step budget)."""
+
+
+def atlas_count(head: HeadAdapter, grid_size: int) -> int:
+    """Gaussians of a ``grid_size`` UV grid over the head atlas (one per atlas texel)."""
+    return int(atlas_mask(head.region_masks(grid_size)).sum())
+
+
+def matching_grid_size(head: HeadAdapter, target: int) -> int:
+    """The UV grid size whose atlas Gaussian count is nearest ``target`` (the prior's count)."""
+    g0 = max(8, round(64 * (target / max(1, atlas_count(head, 64))) ** 0.5))
+    return min(range(max(8, g0 - 3), g0 + 4), key=lambda g: abs(atlas_count(head, g) - target))
+
+
+def resolve_budget(cfg: NoPriorConfig, head: HeadAdapter, prior_gaussians: int, method_steps: int) -> NoPriorConfig:
+    """Fix the baseline's grid to the prior's Gaussian count and its steps to the full method's budget;
+    refuse a fixed grid whose count is further than ``max_count_gap`` from the prior's."""
+    grid = cfg.grid_size if cfg.grid_size is not None else matching_grid_size(head, prior_gaussians)
+    n = atlas_count(head, grid)
+    gap = abs(n / prior_gaussians - 1)
+    if gap > cfg.max_count_gap:
+        raise FairnessError(f"no_prior.grid_size={grid} gives {n} Gaussians, {gap:.0%} away from the prior's "
+                         f"{prior_gaussians} (allowed {cfg.max_count_gap:.0%}); leave no_prior.grid_size unset "
+                         f"to match it")
+    return cfg.model_copy(update={"grid_size": grid, "steps": method_steps if cfg.steps is None else cfg.steps})
+
+
+def fit_no_prior(head: HeadAdapter, frames: list[Frame], cfg: NoPriorConfig, weights: LossWeights,
+                 background=(1.0, 1.0, 1.0), backend: str = "auto", device: str | torch.device = "cpu",
+                 log=print) -> tuple[BoundGaussians, dict]:
+    """Fit :class:`BoundGaussians` to ``frames`` with the inversion's image loss terms (``weights``:
+    L1, D-SSIM, alpha-vs-mask) plus the offset prior; returns the model and a summary."""
     torch.manual_seed(cfg.seed)
     bg = torch.tensor(background, dtype=torch.float32)
     start = time.perf_counter()
@@ -134,15 +170,18 @@ def fit_no_prior(head: HeadAdapter, frames: list[Frame], cfg: NoPriorConfig, bac
         {"params": [model.offset], "lr": cfg.lr_offset},
     ])
     targets = [composite_target(f, bg).to(device) for f in frames]
+    masks = [f.mask.to(device) for f in frames]
     losses: list[float] = []
     for step in range(cfg.steps):
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=device)
-        for f, t in zip(frames, targets):
-            pred = model.render(f, bg, backend)
-            loss = cfg.l1 * (pred - t).abs().mean()
-            if cfg.ssim > 0:
-                loss = loss + cfg.ssim * (1 - ssim(pred[None], t[None]))
+        for f, t, m in zip(frames, targets, masks):
+            pred, alpha = model.render(f, bg, backend, with_alpha=True)
+            loss = weights.l1 * (pred - t).abs().mean()
+            if weights.ssim > 0:
+                loss = loss + weights.ssim * (1 - ssim(pred[None], t[None]))
+            if weights.mask > 0:
+                loss = loss + weights.mask * (alpha - m).abs().mean()
             total = total + loss / len(frames)
         reg = (model.offset.pow(2).sum(-1) / model.spacing0.to(device).pow(2)).mean()
         total = total + cfg.offset_reg * reg
@@ -151,7 +190,8 @@ def fit_no_prior(head: HeadAdapter, frames: list[Frame], cfg: NoPriorConfig, bac
         losses.append(float(total.detach()))
         if step % 50 == 0 or step == cfg.steps - 1:
             log(f"[no_prior] step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}")
-    summary = {"steps": cfg.steps, "gaussians": model.num_gaussians, "fit_s": time.perf_counter() - start,
+    summary = {"steps": cfg.steps, "gaussians": model.num_gaussians, "grid_size": cfg.grid_size,
+               "fit_s": time.perf_counter() - start,
                "loss_first": losses[0] if losses else None, "loss_final": losses[-1] if losses else None}
     return model, summary
 

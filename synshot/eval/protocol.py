@@ -1,4 +1,5 @@
-"""The evaluation protocol: held-out subjects x methods, metrics on novel views x novel expressions.
+"""The evaluation protocol: subjects of one split x methods x seeds, per-frame metrics on novel views x
+novel expressions.
 
 Methods (all see the same 3 input frames and are scored on the same held-out ``eval/`` frames):
   no_prior     Gaussians bound to the tracked head mesh, fitted from scratch (baseline 1)
@@ -6,8 +7,10 @@ Methods (all see the same 3 input frames and are scored on the same held-out ``e
   stage1_only  pivot search only: E_id optimised, decoders untouched (baseline 3)
   full         stage 1 + stage 2 pivotal tuning (the method)
   ablation:<n> the full method on a prior trained with one of the paper's ablation switches
-Each (subject, method) result is a folder with ``result.json`` and ``renders.npy``; with
-``reuse`` an existing result is read instead of recomputed, so an interrupted evaluation resumes.
+``full`` and ``no_prior`` (the compared pair) run once per seed of ``seeds``; the others once.
+Each (subject, method, seed) result is a folder with ``result.json`` (per-frame metrics and the
+digest of everything it depends on) and ``renders.npy``; a result whose digest matches is read,
+not recomputed, so an interrupted evaluation resumes and a changed config or prior re-runs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,24 +29,32 @@ import torch
 
 from synshot.config import dump_config, load_config
 from synshot.eval.config import EvalConfig
-from synshot.eval.metrics import image_metrics
-from synshot.eval.noprior import composite_target, fit_no_prior, render_frames
+from synshot.eval.metrics import frame_metrics, mean_over_frames
+from synshot.eval.noprior import composite_target, fit_no_prior, render_frames, resolve_budget
+from synshot.eval.splits import check_subjects
 from synshot.invert.config import InvertConfig
-from synshot.invert.subject import Frame, Subject, project_points
+from synshot.invert.subject import Frame, Subject
 
 PRIOR_METHOD_OVERRIDES: dict[str, list[str]] = {
     "prior_only": ["stage1.steps=0", "stage2.steps=0", "refine.cameras=false"],
     "stage1_only": ["stage2.steps=0"],
     "full": [],
 }
+SEEDED_METHODS = ("full", "no_prior")
 
 
 @dataclass
 class MethodResult:
     subject: str
     method: str
-    metrics: dict[str, Any]
-    renders: np.ndarray  # (N,H,W,3) uint8 renders of the eval frames
+    seed: int
+    frames: dict[str, list[float]]  # metric -> value per eval frame
+    details: dict[str, Any]  # wall time, Gaussian counts, losses
+    renders: np.ndarray | None  # (N,H,W,3) uint8 renders of the eval frames
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return mean_over_frames(self.frames)
 
 
 def find_subjects(patterns: list[str]) -> list[Path]:
@@ -54,8 +66,29 @@ def find_subjects(patterns: list[str]) -> list[Path]:
     subjects = [p for p in dict.fromkeys(found) if (p / "eval").is_dir()]
     if not subjects:
         raise FileNotFoundError(f"no subject folder with eval/ frames matches {patterns}; "
-                                f"make some with `make subjects`")
+                                f"make some with `python -m data_tools.subject --seed S --out DIR`")
     return subjects
+
+
+@lru_cache(maxsize=16)
+def file_digest(path: str) -> str:
+    """sha256 of a prior file (a re-trained prior invalidates every cached result that used it)."""
+    p = Path(path)
+    if not p.is_file():
+        return "missing"
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=16)
+def prior_gaussians(path: str) -> int:
+    from synshot.model import load_exported
+
+    model, _ = load_exported(path, map_location="cpu")
+    return int(sum(model.gaussian_counts().values()))
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -63,7 +96,7 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 class Evaluator:
-    """Runs every method on every subject and collects :class:`MethodResult` s."""
+    """Runs every method on every subject (and seed) and collects :class:`MethodResult` s."""
 
     def __init__(self, cfg: EvalConfig, log: Callable[[str], None] = print):
         self.cfg, self.log = cfg, log
@@ -73,54 +106,63 @@ class Evaluator:
             from synshot.losses import LPIPS
 
             self.lpips = LPIPS(cfg.lpips_backbone, net=cfg.lpips_net)
-        from synshot.invert.arcface import load_arcface
-
-        self.arcface = load_arcface(cfg.arcface_model)
 
     # -- configs ------------------------------------------------------------------------------------
-    def invert_config(self, method: str, ckpt: str) -> InvertConfig:
-        overrides = list(self.cfg.invert_overrides) + PRIOR_METHOD_OVERRIDES[method] + [
-            f"ckpt={ckpt}", "output.video=false", "output.ply=false", "tensorboard=false", "progress=false"]
+    def invert_config(self, method: str, ckpt: str, seed: int = 0, extra: list[str] = ()) -> InvertConfig:
+        overrides = list(self.cfg.invert_overrides) + list(extra) + PRIOR_METHOD_OVERRIDES[method] + [
+            f"ckpt={ckpt}", f"seed={seed}", "output.video=false", "output.ply=false", "tensorboard=false",
+            "progress=false"]
         return load_config(InvertConfig, self.cfg.invert_config, overrides)
 
-    def result_digest(self, method: str, inv_cfg: InvertConfig) -> str:
-        """What a cached result depends on: the method's config and the prior file (size, mtime)."""
-        prior = Path(inv_cfg.ckpt)
-        stat = prior.stat() if prior.is_file() else None
+    def result_digest(self, method: str, inv_cfg: InvertConfig, subject_dir: Path | None = None) -> str:
+        """What a cached result depends on: the method's configs, the prior's bytes, the subject's files."""
         parts = [method, dump_config(inv_cfg), dump_config(self.cfg.no_prior) if method == "no_prior" else "",
-                 f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "missing"]
+                 file_digest(str(Path(inv_cfg.ckpt).resolve())), str(self.cfg.lpips_backbone)]
+        if subject_dir is not None:
+            files = sorted(p for p in subject_dir.rglob("*") if p.is_file())
+            parts += [f"{p.relative_to(subject_dir)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
+    def ablation_overrides(self, name: str) -> list[str]:
+        """The ablation's tuned inversion overrides (config first, else the validation search's best)."""
+        if name in self.cfg.ablation_overrides:
+            return list(self.cfg.ablation_overrides[name])
+        if self.cfg.ablation_tuning is None:
+            return []
+        path = Path(self.cfg.ablation_tuning)
+        try:
+            methods = json.loads(path.read_text())["methods"]
+        except (OSError, json.JSONDecodeError, KeyError) as exc:
+            raise FileNotFoundError(f"ablation_tuning {path}: not a tuning.json of synshot.eval.tune ({exc})") from None
+        if name not in methods:
+            raise FileNotFoundError(f"ablation_tuning {path}: ablation '{name}' was not tuned; run the search for it")
+        return list(methods[name]["best_overrides"])
+
     # -- metrics ------------------------------------------------------------------------------------
-    def score(self, pred: torch.Tensor, frames: list[Frame], head, background) -> dict[str, Any]:
+    def score(self, pred: torch.Tensor, frames: list[Frame], background) -> dict[str, list[float]]:
         bg = torch.tensor(background, dtype=torch.float32)
         target = torch.stack([composite_target(f, bg) for f in frames])
-        id_cos = None
-        if self.arcface is not None:
-            from synshot.invert.arcface import cosine_similarity, crop_resize, square_boxes
-            from synshot.invert.geometry import pose_points
+        mask = torch.stack([f.mask for f in frames])
+        return frame_metrics(pred, target, mask, lpips=self.lpips)
 
-            boxes = square_boxes([project_points(pose_points(head.face_points(f.expression), f.head_pose),
-                                                 f.K, f.w2c)[0] for f in frames])
-            bgv = float(bg.mean())
-
-            def id_cos(a, b):
-                return cosine_similarity(self.arcface, crop_resize(a, boxes, background=bgv),
-                                         crop_resize(b, boxes, background=bgv))
-        return image_metrics(pred, target, lpips=self.lpips, identity_cosine=id_cos)
-
-    # -- one (subject, method) ----------------------------------------------------------------------
-    def run_one(self, subject_dir: Path, method: str, ckpt: str | None = None) -> MethodResult:
-        name = method if ckpt is None else f"ablation:{method}"
-        folder = self.out / subject_dir.name / name.replace(":", "_")
+    # -- one (subject, method, seed) ----------------------------------------------------------------
+    def run_one(self, subject_dir: Path, method: str, seed: int = 0, ablation: str | None = None) -> MethodResult:
+        name = method if ablation is None else f"ablation:{ablation}"
+        folder = self.out / subject_dir.name / name.replace(":", "_") / f"seed{seed}"
         result_file = folder / "result.json"
-        inv_method = "full" if ckpt is not None else method
-        inv_cfg = self.invert_config("full" if method == "no_prior" else inv_method, ckpt or self.cfg.prior)
-        digest = self.result_digest(method, inv_cfg)
+        if ablation is not None:
+            inv_cfg = self.invert_config("full", self.cfg.ablations[ablation], seed, self.ablation_overrides(ablation))
+        else:
+            inv_cfg = self.invert_config("full" if method == "no_prior" else method, self.cfg.prior, seed)
+        digest = self.result_digest(name, inv_cfg, subject_dir)
         if self.cfg.reuse and result_file.is_file() and (folder / "renders.npy").is_file():
-            data = json.loads(result_file.read_text())
+            try:
+                data = json.loads(result_file.read_text())
+            except json.JSONDecodeError:
+                data = {}
             if data.get("digest") == digest:
-                return MethodResult(subject_dir.name, name, data["metrics"], np.load(folder / "renders.npy"))
+                return MethodResult(subject_dir.name, name, seed, data["frames"], data["details"],
+                                    np.load(folder / "renders.npy"))
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         from synshot.invert.run import prepare_subject
@@ -128,54 +170,73 @@ class Evaluator:
         subject, head = prepare_subject(inv_cfg, subject_dir)
         frames = subject.eval_frames
         if method == "no_prior":
-            model, summary = fit_no_prior(head, subject.frames, self.cfg.no_prior, inv_cfg.background,
-                                          inv_cfg.backend, log=self.log)
+            np_cfg = resolve_budget(self.cfg.no_prior.model_copy(update={"seed": seed}), head,
+                                    prior_gaussians(inv_cfg.ckpt), inv_cfg.stage1.steps + inv_cfg.stage2.steps)
+            model, fit = fit_no_prior(head, subject.frames, np_cfg, inv_cfg.weights, inv_cfg.background,
+                                      inv_cfg.backend, log=self.log)
             pred = render_frames(model, frames, inv_cfg.background, inv_cfg.backend)
-            extra = {"fit": summary}
+            details = {"gaussians": fit["gaussians"], "prior_gaussians": prior_gaussians(inv_cfg.ckpt),
+                       "steps": fit["steps"], "grid_size": fit["grid_size"], "loss_first": fit["loss_first"],
+                       "loss_final": fit["loss_final"]}
         else:
-            pred, extra = self._invert(inv_cfg, subject_dir, folder, frames)
-        metrics = self.score(pred, frames, head, inv_cfg.background)
-        metrics["wall_s"] = time.perf_counter() - start
-        metrics.update({k: v for k, v in extra.items() if not isinstance(v, dict)})
+            pred, details = self._invert(inv_cfg, subject_dir, folder)
+            details["gaussians"] = prior_gaussians(inv_cfg.ckpt)
+        per_frame = self.score(pred, frames, inv_cfg.background)
+        details["wall_s"] = time.perf_counter() - start
         renders = _to_uint8(pred)
         np.save(folder / "renders.npy", renders)
         tmp = result_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"subject": subject_dir.name, "method": name, "metrics": metrics,
-                                   "details": extra, "digest": digest}, indent=2, default=float))
+        tmp.write_text(json.dumps({"subject": subject_dir.name, "method": name, "seed": seed, "frames": per_frame,
+                                   "details": details, "digest": digest}, indent=1, default=float))
         tmp.replace(result_file)
-        self.log(f"[eval] {subject_dir.name} {name}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, "
-                 f"L1 {metrics['l1']:.4f} ({metrics['wall_s']:.0f} s)")
-        return MethodResult(subject_dir.name, name, metrics, renders)
+        m = mean_over_frames(per_frame)
+        self.log(f"[eval] {subject_dir.name} {name} seed {seed}: PSNR full {m['psnr_full']:.2f} / head "
+                 f"{m['psnr_head']:.2f} dB, SSIM full {m['ssim_full']:.4f} ({details['wall_s']:.0f} s)")
+        return MethodResult(subject_dir.name, name, seed, per_frame, details, renders)
 
-    def _invert(self, inv_cfg: InvertConfig, subject_dir: Path, folder: Path, frames: list[Frame]):
+    def _invert(self, inv_cfg: InvertConfig, subject_dir: Path, folder: Path) -> tuple[torch.Tensor, dict]:
+        """Invert from the subject's input frames only, then render the eval frames from the avatar."""
         from synshot.invert.avatar import load_avatar
-        from synshot.invert.run import run_inversion
+        from synshot.invert.run import prepare_subject, run_inversion
 
         inv_metrics = run_inversion(inv_cfg, subject_dir, folder / "invert", log=self.log)
         avatar = load_avatar(folder / "invert" / "avatar.safetensors")
+        frames = prepare_subject(inv_cfg, subject_dir)[0].eval_frames
         pred, _ = avatar.render(torch.stack([f.expression for f in frames]), torch.stack([f.head_pose for f in frames]),
                                 torch.stack([f.K for f in frames]), torch.stack([f.w2c for f in frames]),
                                 frames[0].height, frames[0].width, background=tuple(inv_cfg.background),
                                 backend=inv_cfg.backend)
-        keep = ("loss_first", "loss_final", "stage1_s", "stage2_s", "inputs_l1")
+        keep = ("loss_first", "loss_final", "stage1_s", "stage2_s", "inputs_l1", "stage1_steps", "stage2_steps")
         return pred.cpu(), {k: inv_metrics[k] for k in keep if k in inv_metrics}
 
     # -- everything ---------------------------------------------------------------------------------
-    def run(self) -> tuple[list[MethodResult], dict[str, Subject]]:
-        subjects = find_subjects(self.cfg.subjects)
-        self.log(f"[eval] {len(subjects)} subjects x {len(self.cfg.methods)} methods "
-                 f"+ {len(self.cfg.ablations)} ablation priors -> {self.out}")
-        results: list[MethodResult] = []
-        loaded: dict[str, Subject] = {}
+    def jobs(self, subjects: list[Path]) -> list[tuple[Path, str, int, str | None]]:
+        """(subject, method, seed, ablation) in run order: subject by subject, so a partial run is whole."""
+        out = []
         for sdir in subjects:
             for method in self.cfg.methods:
-                results.append(self.run_one(sdir, method))
-            for abl, ckpt in self.cfg.ablations.items():
-                if not Path(ckpt).is_file():
-                    raise FileNotFoundError(f"ablation '{abl}': prior {ckpt} not found; train and export it "
-                                            f"(make eval-ablations) or remove it from ablations")
-                results.append(self.run_one(sdir, abl, ckpt))
-            from synshot.invert.run import prepare_subject
+                seeds = self.cfg.seeds if method in SEEDED_METHODS else self.cfg.seeds[:1]
+                out += [(sdir, method, s, None) for s in seeds]
+            out += [(sdir, "full", self.cfg.seeds[0], abl) for abl in self.cfg.ablations]
+        return out
 
-            loaded[sdir.name] = prepare_subject(self.invert_config("full", self.cfg.prior), sdir)[0]
+    def subjects(self) -> list[Path]:
+        subjects = find_subjects(self.cfg.subjects)
+        check_subjects(self.cfg.split, subjects, self.cfg.train_identities)
+        return subjects
+
+    def run(self) -> tuple[list[MethodResult], dict[str, Subject]]:
+        subjects = self.subjects()
+        for abl, ckpt in self.cfg.ablations.items():
+            if not Path(ckpt).is_file():
+                raise FileNotFoundError(f"ablation '{abl}': prior {ckpt} not found; train and export it "
+                                        f"(make eval trains it) or remove it from ablations")
+        jobs = self.jobs(subjects)
+        self.log(f"[eval] {len(subjects)} {self.cfg.split} subjects, {len(jobs)} runs "
+                 f"(methods {self.cfg.methods}, seeds {self.cfg.seeds}, ablations {sorted(self.cfg.ablations)}) "
+                 f"-> {self.out}")
+        results = [self.run_one(sdir, method, seed, abl) for sdir, method, seed, abl in jobs]
+        from synshot.invert.run import prepare_subject
+
+        loaded = {s.name: prepare_subject(self.invert_config("full", self.cfg.prior), s)[0] for s in subjects}
         return results, loaded

@@ -1,4 +1,9 @@
-"""report.md, metrics.json and per-subject image grids from the evaluation results."""
+"""report.md, metrics.json, a PSNR plot and per-subject image grids from the evaluation results.
+
+Every number is a mean over subjects x frames with its 95 % two-level bootstrap interval
+(synshot.eval.stats); the verdict compares the full method with the no-prior baseline through the
+paired interval of their per-frame difference: "beats" only when it excludes 0.
+"""
 
 from __future__ import annotations
 
@@ -7,129 +12,255 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-from synshot.eval.metrics import mean_metrics
+from synshot.eval.metrics import HIGHER_IS_BETTER, absent_metrics
 from synshot.eval.protocol import MethodResult
+from synshot.eval.stats import DEFAULT_REPLICATES, Interval, bootstrap, paired_difference, verdict_word
 from synshot.invert.subject import Subject
-from synshot.invert.video import image_grid, save_png
+from synshot.invert.video import image_grid, save_png, to_uint8
 
+METHOD_ORDER = ("no_prior", "prior_only", "stage1_only", "full")
 METHOD_DESCRIPTIONS = {
-    "no_prior": "no prior: Gaussians on the tracked mesh fitted from scratch (GaussianAvatars recipe)",
+    "no_prior": "no prior: Gaussians on the tracked mesh fitted from scratch (GaussianAvatars recipe), "
+                "same steps, ~same Gaussian count and same loss terms as the full method",
     "prior_only": "prior, no tuning: encoder output on the unwrapped inputs",
     "stage1_only": "stage 1 only: pivot search (E_id)",
     "full": "full method: stage 1 + stage 2 pivotal tuning",
 }
-
-# Paper, Table "VQ-VAE architecture ablation" (../shared/paper): L1, LPIPS, SSIM, PSNR.
+PAPER_CITATION = ("Zielonka et al., *Synthetic Prior for Few-Shot Drivable Head Avatar Inversion* (SynShot), "
+                  "CVPR 2025, arXiv:2501.06903, table \"Ablation Study: VQ-VAE Architecture\"")
+# The paper's ablation table: L1, LPIPS, SSIM, PSNR.
 PAPER_ABLATIONS = {
-    "full": ("main prior (paper: F=128, final)", 0.0356, 0.2686, 0.8189, 20.15),
-    "no_sampling": ("No Sampling", 0.0403, 0.2853, 0.8158, 19.98),
+    "full": ("main prior (paper: F = 128, final model)", 0.0356, 0.2686, 0.8189, 20.15),
+    "no_sampling": ("No Sampling (one Gaussian per UV texel)", 0.0403, 0.2853, 0.8158, 19.98),
     "no_vq": ("w/o VQ", 0.0396, 0.2747, 0.8122, 19.29),
     "single_layer": ("Single Layer", 0.0369, 0.2702, 0.8177, 19.89),
-    "f32": ("F/4 (paper: F=32)", 0.0375, 0.2732, 0.8146, 19.70),
+    "f32": ("F/4 (paper: F = 32 vs 128; ours: 8 vs 32)", 0.0375, 0.2732, 0.8146, 19.70),
 }
+LABELS = {"psnr_full": "PSNR full ↑", "ssim_full": "SSIM full ↑", "l1_full": "L1 full ↓",
+          "psnr_head": "PSNR head ↑", "ssim_head": "SSIM head ↑", "l1_head": "L1 head ↓",
+          "lpips_full": "LPIPS full ↓", "id_distance": "ID dist ↓"}
+FORMATS = {"psnr_full": "{:.2f}", "psnr_head": "{:.2f}"}
 
-COLUMNS = (("l1", "L1 ↓", "{:.4f}"), ("psnr", "PSNR ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.4f}"),
-           ("lpips", "LPIPS ↓", "{:.4f}"), ("id_cosine", "ID cos ↑", "{:.3f}"), ("wall_s", "time s", "{:.0f}"))
+
+def _fmt(metric: str, x: float) -> str:
+    return FORMATS.get(metric, "{:.4f}").format(x)
 
 
-def _table(rows: list[tuple[str, dict]]) -> list[str]:
-    cols = [c for c in COLUMNS if any(c[0] in m for _, m in rows)]
-    lines = ["| method | " + " | ".join(c[1] for c in cols) + " |", "|---|" + "---|" * len(cols)]
-    for name, m in rows:
-        cells = [c[2].format(m[c[0]]) if c[0] in m and m[c[0]] is not None else "–" for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+def _cell(metric: str, iv: Interval) -> str:
+    return f"{_fmt(metric, iv.mean)} [{_fmt(metric, iv.low)}, {_fmt(metric, iv.high)}]"
+
+
+def per_subject_frames(results: list[MethodResult]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """method -> metric -> subject -> per-frame values averaged over the method's seeds."""
+    acc: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in results:
+        for metric, vals in r.frames.items():
+            acc[r.method][metric][r.subject].append(vals)
+    return {m: {k: {s: list(np.mean(np.asarray(v), axis=0)) for s, v in subj.items()} for k, subj in ms.items()}
+            for m, ms in acc.items()}
+
+
+def summarise(results: list[MethodResult], replicates: int = DEFAULT_REPLICATES) -> dict:
+    frames = per_subject_frames(results)
+    metrics = [m for m in LABELS if any(m in frames[k] for k in frames)]
+    summary: dict = {"metrics": metrics, "intervals": {}, "paired": {}, "seeds": {}, "fairness": {},
+                     "subjects": sorted({r.subject for r in results}), "absent": absent_metrics(set(metrics))}
+    for method, by_metric in frames.items():
+        summary["intervals"][method] = {k: bootstrap(v, replicates).to_dict() for k, v in by_metric.items()}
+    for method in frames:
+        base = "no_prior" if method == "full" else "full" if method.startswith("ablation:") else None
+        if base in frames:
+            summary["paired"][f"{method} - {base}"] = {
+                k: paired_difference(frames[method][k], frames[base][k], replicates=replicates).to_dict()
+                for k in metrics if k in frames[method] and k in frames[base]}
+    for r in results:
+        summary["seeds"].setdefault(r.method, {}).setdefault(str(r.seed), []).append(r.metrics["psnr_full"])
+        f = summary["fairness"].setdefault(r.method, {"gaussians": set(), "steps": set()})
+        f["gaussians"].add(int(r.details.get("gaussians", 0)))
+        steps = r.details.get("steps", r.details.get("stage1_steps", 0) + r.details.get("stage2_steps", 0))
+        f["steps"].add(int(steps))
+    summary["seeds"] = {m: {s: float(np.mean(v)) for s, v in d.items()} for m, d in summary["seeds"].items()}
+    summary["fairness"] = {m: {k: sorted(v) for k, v in d.items()} for m, d in summary["fairness"].items()}
+    return summary
+
+
+def verdict(summary: dict, metrics: tuple[str, ...] = ("psnr_full", "psnr_head", "ssim_full", "l1_full")) -> str:
+    """Sentences computed from the paired intervals of full - no_prior ("beats" only if 0 is excluded)."""
+    paired = summary["paired"].get("full - no_prior")
+    if not paired:
+        return "The full method and the no-prior baseline were not both evaluated."
+    parts = []
+    for k in metrics:
+        if k in paired:
+            d = Interval(**paired[k])
+            parts.append(f"{verdict_word(d, HIGHER_IS_BETTER[k])} it on {LABELS[k][:-2]} "
+                         f"(difference {d.mean:+.4g}, 95 % CI [{d.low:+.4g}, {d.high:+.4g}])")
+    n = len(summary["subjects"])
+    return (f"On {n} test subjects (novel views x novel expressions), the full method " + "; ".join(parts) +
+            ". 'beats' means the paired bootstrap interval of full - no_prior excludes 0; otherwise 'ties with'.")
+
+
+def _tile(img: np.ndarray, size: int) -> np.ndarray:
+    img = to_uint8(img)
+    if img.shape[0] >= size:
+        return img
+    return np.asarray(Image.fromarray(img).resize((size * img.shape[1] // img.shape[0], size), Image.NEAREST))
+
+
+def write_grids(results: list[MethodResult], subjects: dict[str, Subject], out: Path, max_frames: int,
+                tile: int = 128) -> dict[str, list[str]]:
+    """Per subject: first row = the 3 inputs; then per eval frame: ground truth | each method (seed 0)."""
+    columns = {}
+    for name, subject in subjects.items():
+        mine = {}
+        for r in results:
+            if r.subject == name and r.renders is not None and r.method not in mine:
+                mine[r.method] = r
+        if not mine:
+            continue
+        order = [m for m in METHOD_ORDER if m in mine] + sorted(m for m in mine if m not in METHOD_ORDER)
+        bg = np.ones(3, dtype=np.float32)[:, None, None]
+
+        def on_white(f):
+            return np.transpose(f.rgb.numpy() * f.mask.numpy() + bg * (1 - f.mask.numpy()), (1, 2, 0))
+
+        rows = [[_tile(on_white(f), tile) for f in subject.frames]]
+        for i in range(min(max_frames, len(subject.eval_frames))):
+            rows.append([_tile(on_white(subject.eval_frames[i]), tile)] +
+                        [_tile(mine[m].renders[i], tile) for m in order])
+        save_png(out / f"grid_{name}.png", image_grid(rows))
+        columns[name] = ["ground truth"] + order
+    return columns
+
+
+def plot_intervals(summary: dict, path: Path, metric: str = "psnr_full") -> Path:
+    """PNG: one row per method, the mean as a dot and its 95 % interval as a bar (PIL, no plotting stack)."""
+    rows = [(m, Interval(**iv[metric])) for m, iv in summary["intervals"].items() if metric in iv]
+    rows.sort(key=lambda r: r[1].mean)
+    w, left, right, row_h, top = 760, 220, 30, 34, 40
+    h = top + row_h * len(rows) + 50
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    lo = min(iv.low for _, iv in rows)
+    hi = max(iv.high for _, iv in rows)
+    pad = max(0.5, 0.05 * (hi - lo))
+    lo, hi = lo - pad, hi + pad
+
+    def x(v: float) -> int:
+        return int(left + (v - lo) / (hi - lo) * (w - left - right))
+
+    d.text((10, 10), f"{LABELS[metric]} (dB): mean and 95 % bootstrap interval over subjects x frames", fill="black")
+    for i, (m, iv) in enumerate(rows):
+        y = top + i * row_h + row_h // 2
+        d.text((10, y - 6), m, fill="black")
+        d.line([(x(iv.low), y), (x(iv.high), y)], fill=(40, 90, 200), width=3)
+        for v in (iv.low, iv.high):
+            d.line([(x(v), y - 6), (x(v), y + 6)], fill=(40, 90, 200), width=2)
+        d.ellipse([x(iv.mean) - 5, y - 5, x(iv.mean) + 5, y + 5], fill=(200, 40, 40))
+        d.text((x(iv.high) + 6, y - 6), f"{iv.mean:.2f}", fill="black")
+    axis_y = top + row_h * len(rows) + 10
+    d.line([(left, axis_y), (w - right, axis_y)], fill="black")
+    step = max(0.5, round((hi - lo) / 6 * 2) / 2)
+    t = np.ceil(lo / step) * step
+    while t <= hi:
+        d.line([(x(t), axis_y), (x(t), axis_y + 5)], fill="black")
+        d.text((x(t) - 10, axis_y + 8), f"{t:.1f}", fill="black")
+        t += step
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def _table(summary: dict, methods: list[str], metrics: list[str]) -> list[str]:
+    lines = ["| method | " + " | ".join(LABELS[k] for k in metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for m in methods:
+        ivs = summary["intervals"][m]
+        lines.append(f"| {m} | " + " | ".join(_cell(k, Interval(**ivs[k])) if k in ivs else "–" for k in metrics)
+                     + " |")
     return lines
 
 
-def summarise(results: list[MethodResult]) -> dict:
-    by_method: dict[str, list[dict]] = defaultdict(list)
-    for r in results:
-        by_method[r.method].append(r.metrics)
-    return {
-        "mean": {m: mean_metrics(rows) for m, rows in by_method.items()},
-        "per_subject": {f"{r.subject}/{r.method}": r.metrics for r in results},
-        "subjects": sorted({r.subject for r in results}),
-    }
-
-
-def verdict(mean: dict[str, dict]) -> str:
-    """One sentence computed from the numbers: does the full method beat fitting without a prior?"""
-    if "full" not in mean or "no_prior" not in mean:
-        return "The full method and the no-prior baseline were not both evaluated."
-    f, b = mean["full"], mean["no_prior"]
-    better_psnr, better_l1 = f["psnr"] > b["psnr"], f["l1"] < b["l1"]
-    if better_psnr and better_l1:
-        return (f"On novel views x novel expressions the full method beats the no-prior baseline "
-                f"(PSNR {f['psnr']:.2f} vs {b['psnr']:.2f} dB, L1 {f['l1']:.4f} vs {b['l1']:.4f}).")
-    return (f"On novel views x novel expressions the full method does NOT beat the no-prior baseline on "
-            f"{'PSNR' if not better_psnr else ''}{' and ' if not better_psnr and not better_l1 else ''}"
-            f"{'L1' if not better_l1 else ''} (PSNR {f['psnr']:.2f} vs {b['psnr']:.2f} dB, L1 {f['l1']:.4f} vs "
-            f"{b['l1']:.4f}); see the notes below the tables.")
-
-
-def write_grids(results: list[MethodResult], subjects: dict[str, Subject], out: Path, max_frames: int) -> list[Path]:
-    """Per subject: rows = eval frames; columns = an input | ground truth | each method."""
-    paths = []
-    for name, subject in subjects.items():
-        mine = [r for r in results if r.subject == name]
-        if not mine:
-            continue
-        n = min(max_frames, len(subject.eval_frames))
-        rows = []
-        for i in range(n):
-            gt = subject.eval_frames[i]
-            bg = np.ones(3, dtype=np.float32)
-            target = gt.rgb.numpy() * gt.mask.numpy() + bg[:, None, None] * (1 - gt.mask.numpy())
-            inp = subject.frames[i % len(subject.frames)]
-            inp_img = inp.rgb.numpy() * inp.mask.numpy() + bg[:, None, None] * (1 - inp.mask.numpy())
-            row = [np.transpose(inp_img, (1, 2, 0)), np.transpose(target, (1, 2, 0))]
-            row += [r.renders[i].astype(np.float32) / 255.0 for r in mine]
-            rows.append(row)
-        path = out / f"grid_{name}.png"
-        save_png(path, image_grid(rows))
-        paths.append(path)
-    return paths
-
-
-def write_report(results: list[MethodResult], subjects: dict[str, Subject], out: str | Path,
-                 config_json: str, max_frames: int = 4) -> Path:
+def write_report(results: list[MethodResult], subjects: dict[str, Subject], out: str | Path, config_json: str,
+                 max_frames: int = 4, split: str = "test", replicates: int = DEFAULT_REPLICATES,
+                 tile: int = 128) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarise(results)
+    summary = summarise(results, replicates)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=float))
-    grids = write_grids(results, subjects, out, max_frames)
-    mean = summary["mean"]
-    method_rows = [(m, mean[m]) for m in ("no_prior", "prior_only", "stage1_only", "full") if m in mean]
+    columns = write_grids(results, subjects, out, max_frames, tile)
+    plot = plot_intervals(summary, out / "psnr_intervals.png") if summary["intervals"] else None
+    metrics = summary["metrics"]
+    methods = [m for m in METHOD_ORDER if m in summary["intervals"]]
+    n_frames = {iv["n_frames"] for m in summary["intervals"].values() for iv in m.values()}
+    seeds = {m: sorted(d) for m, d in summary["seeds"].items()}
     lines = ["# SynShot evaluation report", "",
-             f"{len(summary['subjects'])} held-out subjects, 3 input frames each; metrics on held-out frames at "
-             "novel views x novel expressions (masked, white background). Mean over subjects.", "",
-             "## Methods", ""]
-    lines += _table(method_rows)
-    lines += [""] + [f"- **{m}**: {METHOD_DESCRIPTIONS[m]}" for m, _ in method_rows]
-    lines += ["", f"**Verdict:** {verdict(mean)}", ""]
-    ablations = sorted(m for m in mean if m.startswith("ablation:"))
-    if ablations:
-        lines += ["## Ablations (priors trained with the same budget, inverted with the full method)", "",
-                  "| variant | L1 ↓ (ours) | PSNR ↑ (ours) | SSIM ↑ (ours) | L1 (paper) | PSNR (paper) | SSIM (paper) | LPIPS (paper) |",
-                  "|---|---|---|---|---|---|---|---|"]
+             f"{len(summary['subjects'])} **{split}** subjects ({', '.join(summary['subjects'])}), 3 input frames "
+             f"each; metrics on the held-out frames at novel views x novel expressions, per frame with both images "
+             f"clamped to [0, 1], then averaged. `*_full`: the whole frame, render and ground truth on white; "
+             f"`*_head`: over the ground-truth head mask only. Each cell: mean over subjects x frames "
+             f"({', '.join(map(str, sorted(n_frames)))} values) and its 95 % two-level bootstrap interval "
+             f"({replicates} replicates; subjects, then frames within a subject). Seeds per method: "
+             + ", ".join(f"{m} {s}" for m, s in seeds.items() if not m.startswith("ablation:"))
+             + " (a method's per-frame values are averaged over its seeds first).", ""]
+    absent = summary["absent"]
+    if absent:
+        lines += ["**Absent columns:** " + "; ".join(f"`{k}` ({why})" for k, why in absent.items()) + ".", ""]
+    lines += ["## Methods", ""] + _table(summary, methods, metrics)
+    lines += [""] + [f"- **{m}**: {METHOD_DESCRIPTIONS[m]}" for m in methods]
+    lines += ["", f"**Verdict:** {verdict(summary)}", ""]
+    paired = summary["paired"].get("full - no_prior")
+    if paired:
+        lines += ["### Paired difference full - no_prior (per frame, same frames)", "",
+                  "| metric | mean | 95 % interval | verdict |", "|---|---|---|---|"]
+        for k in metrics:
+            if k in paired:
+                d = Interval(**paired[k])
+                lines.append(f"| {LABELS[k]} | {d.mean:+.4f} | [{d.low:+.4f}, {d.high:+.4f}] | "
+                             f"full {verdict_word(d, HIGHER_IS_BETTER[k])} no_prior |")
+        lines.append("")
+    if plot is not None:
+        lines += [f"![PSNR (full frame) per method with 95 % intervals]({plot.name})", ""]
+    lines += ["### Fairness and seeds", "", "| method | Gaussians | optimisation steps | mean PSNR full per seed |",
+              "|---|---|---|---|"]
+    for m, f in summary["fairness"].items():
+        per_seed = ", ".join(f"seed {s}: {v:.2f}" for s, v in sorted(summary["seeds"][m].items()))
+        lines.append(f"| {m} | {', '.join(map(str, f['gaussians']))} | {', '.join(map(str, f['steps']))} | "
+                     f"{per_seed} |")
+    lines.append("")
+    ablations = sorted(m for m in summary["intervals"] if m.startswith("ablation:"))
+    if ablations and "full" in summary["intervals"]:
+        lines += ["## Ablations (priors trained with the same budget and tuned on the same validation subjects, "
+                  "inverted with the full method)", "",
+                  "| variant | L1 full (ours) | PSNR full (ours) | SSIM full (ours) | Δ PSNR vs main, paired | "
+                  "L1 (paper) | LPIPS (paper) | SSIM (paper) | PSNR (paper) |", "|---|---|---|---|---|---|---|---|---|"]
         for key in ["full"] + ablations:
             short = key.split(":", 1)[-1]
-            m = mean.get(key, {})
+            iv = summary["intervals"][key]
             paper = PAPER_ABLATIONS.get(short)
-            p = (f"{paper[1]:.4f} | {paper[4]:.2f} | {paper[3]:.4f} | {paper[2]:.4f}" if paper else "– | – | – | –")
-            label = paper[0] if paper else short
-            ours = (f"{m['l1']:.4f} | {m['psnr']:.2f} | {m['ssim']:.4f}" if m else "– | – | –")
-            lines.append(f"| {label} | {ours} | {p} |")
-        lines += ["", "The paper's numbers are at 512 px on real subjects after training on ~2,000 synthetic "
-                  "identities; ours are the toy-scale run of this config. Compare the ordering, not the values.", ""]
+            p = " | ".join(f"{v:.4f}" if i < 3 else f"{v:.2f}" for i, v in enumerate(paper[1:])) if paper else \
+                "– | – | – | –"
+            diff = summary["paired"].get(f"{key} - full", {}).get("psnr_full")
+            dtxt = (f"{diff['mean']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]" if diff else "–")
+            ours = " | ".join(_cell(k, Interval(**iv[k])) for k in ("l1_full", "psnr_full", "ssim_full"))
+            lines.append(f"| {paper[0] if paper else short} | {ours} | {dtxt} | {p} |")
+        lines += ["", f"Paper numbers: {PAPER_CITATION} (512 px, real subjects, a prior trained on ~2,000 synthetic "
+                  "identities). Ours: the toy-scale run of this configuration; compare orderings, not values.", ""]
     lines += ["## Per subject", ""]
+    by_subject: dict[str, list[MethodResult]] = defaultdict(list)
+    for r in results:
+        by_subject[r.subject].append(r)
     for s in summary["subjects"]:
-        lines += [f"### {s}", ""]
-        rows = [(r.method, r.metrics) for r in results if r.subject == s]
-        lines += _table(rows) + [""]
-        if (out / f"grid_{s}.png").exists():
-            lines += [f"![{s}: input | ground truth | " + " | ".join(r.method for r in results if r.subject == s)
+        lines += [f"### {s}", "", "| method | seed | " + " | ".join(LABELS[k] for k in metrics) + " |",
+                  "|---|---|" + "---|" * len(metrics)]
+        for r in by_subject[s]:
+            m = r.metrics
+            lines.append(f"| {r.method} | {r.seed} | " + " | ".join(_fmt(k, m[k]) if k in m else "–" for k in metrics)
+                         + " |")
+        lines.append("")
+        if s in columns:
+            lines += [f"![{s}: first row the 3 inputs; then per eval frame: " + " | ".join(columns[s])
                       + f"](grid_{s}.png)", ""]
     lines += ["## Configuration", "", "```json", config_json, "```", ""]
     path = out / "report.md"

@@ -56,8 +56,9 @@ def face_boxes(avatar: Avatar, frames: list[Frame]) -> Tensor:
 @torch.no_grad()
 def eval_metrics(avatar: Avatar, frames: list[Frame], background, backend: str, lpips=None,
                  arcface: ArcFace | None = None) -> tuple[dict[str, float], Tensor, Tensor]:
-    """Image metrics of the avatar against held-out frames (targets composited on the background)."""
-    from synshot.losses import psnr, ssim
+    """Image metrics of the avatar against held-out frames (synshot.eval.metrics: the evaluation's
+    definitions, full frame on the background and over the head mask), mean over frames."""
+    from synshot.eval.metrics import frame_metrics, mean_over_frames
 
     dev = avatar.device
     rgb_t = torch.stack([f.rgb for f in frames]).to(dev)
@@ -68,10 +69,8 @@ def eval_metrics(avatar: Avatar, frames: list[Frame], background, backend: str, 
     pred, _ = avatar.render(torch.stack([f.expression for f in frames]), torch.stack([f.head_pose for f in frames]),
                             torch.stack([f.K for f in frames]), torch.stack([f.w2c for f in frames]), h, w,
                             background=tuple(background), backend=backend)
-    out = {"l1": float((pred - target).abs().mean()), "psnr": float(psnr(pred, target)),
-           "ssim": float(ssim(pred, target)), "num_frames": len(frames)}
-    if lpips is not None:
-        out["lpips"] = float(lpips(pred, target).mean())
+    out: dict[str, float] = mean_over_frames(frame_metrics(pred, target, mask, lpips=lpips))
+    out["num_frames"] = len(frames)
     if arcface is not None:
         boxes = face_boxes(avatar, frames).to(dev)
         bgv = float(bg.mean())

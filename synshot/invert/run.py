@@ -140,5 +140,5 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
                 writer.add_scalar(f"metrics/{k}", v, 0)
         writer.close()
     log(f"[invert] done in {metrics['wall_s']:.1f} s: loss {metrics['loss_first']:.4f} -> {metrics['loss_final']:.4f}"
-        + (f", eval PSNR {metrics['eval_psnr']:.2f} dB" if "eval_psnr" in metrics else "") + f"; outputs in {out}")
+        + (f", eval PSNR (full frame) {metrics['eval_psnr_full']:.2f} dB" if "eval_psnr_full" in metrics else "") + f"; outputs in {out}")
     return metrics

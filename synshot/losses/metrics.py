@@ -21,11 +21,20 @@ def ssim(
     Gaussian window ``window`` x ``window``, std ``sigma``, 'valid' filtering (no padding), constants
     K1 = 0.01, K2 = 0.03. ``reduce``: mean over everything, else one value per leading index.
     """
+    s = ssim_map(x, y, window=window, sigma=sigma, data_range=data_range)
+    if reduce:
+        return s.mean()
+    return s.flatten(1).mean(1).reshape(x.shape[:-3])
+
+
+def ssim_map(x: Tensor, y: Tensor, *, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> Tensor:
+    """The per-pixel SSIM of :func:`ssim`: ``(B, C, H - window + 1, W - window + 1)`` with the leading
+    dims flattened into B; pixel (i, j) of the map is centred on image pixel (i + window//2, j + window//2)."""
     if x.shape != y.shape:
         raise ValueError(f"ssim: shapes differ {tuple(x.shape)} vs {tuple(y.shape)}")
     if x.shape[-1] < window or x.shape[-2] < window:
         raise ValueError(f"ssim: images {tuple(x.shape[-2:])} smaller than the {window}x{window} window")
-    lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
+    c, h, w = x.shape[-3:]
     x = x.reshape(-1, c, h, w)
     y = y.reshape(-1, c, h, w)
     g = _gaussian_window(window, sigma, x)
@@ -40,10 +49,7 @@ def ssim(
     sxx = blur(x * x) - mu_x**2
     syy = blur(y * y) - mu_y**2
     sxy = blur(x * y) - mu_x * mu_y
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    if reduce:
-        return s.mean()
-    return s.flatten(1).mean(1).reshape(lead)
+    return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
 
 
 def psnr(x: Tensor, y: Tensor, *, data_range: float = 1.0, reduce: bool = True) -> Tensor:
