@@ -28,6 +28,17 @@ def test_inherit_and_merge(tmp_path):
     assert (cfg.lr, cfg.inner.channels, cfg.inner.name) == (0.5, 16, "scalp")
 
 
+def test_a_section_inherits_a_component_file(tmp_path):
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "inner.yaml").write_text("channels: 64\nname: scalp\n")
+    (tmp_path / "run.yaml").write_text("lr: 0.5\ninner: {inherit: parts/inner.yaml, channels: 16}\n")
+    cfg = load_config(Outer, tmp_path / "run.yaml")
+    assert (cfg.lr, cfg.inner.channels, cfg.inner.name) == (0.5, 16, "scalp")
+    (tmp_path / "loop.yaml").write_text("inner: {inherit: loop.yaml}\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(Outer, tmp_path / "loop.yaml")
+
+
 @pytest.mark.parametrize(
     "override, expected",
     [
