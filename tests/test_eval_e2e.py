@@ -15,6 +15,7 @@ from PIL import Image
 
 from synshot.config import load_config
 
+pytestmark = [pytest.mark.slow]  # ray-traced subjects + a few inversions: ~1-2 min on 2 cores
 SIZE = 32
 TINY_PRIOR = [
     "uv_size=32", "enc_channels=[8,16]", "dec_channels=[16,8]", "norm_groups=4", "code_dim=8", "codebook_size=32",

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from synshot import fsio
 from synshot.config import dump_config, load_config
 from synshot.eval.config import EvalConfig
 from synshot.eval.metrics import frame_metrics, mean_over_frames
@@ -116,8 +117,14 @@ class Evaluator:
 
     def result_digest(self, method: str, inv_cfg: InvertConfig, subject_dir: Path | None = None) -> str:
         """What a cached result depends on: the method's configs, the prior's bytes, the subject's files."""
-        parts = [method, dump_config(inv_cfg), dump_config(self.cfg.no_prior) if method == "no_prior" else "",
-                 file_digest(str(Path(inv_cfg.ckpt).resolve())), str(self.cfg.lpips_backbone)]
+        if method == "no_prior":  # only what the baseline uses of the inversion config (budget, losses, images)
+            used = {k: v for k, v in inv_cfg.model_dump(mode="json").items()
+                    if k in ("seed", "device", "backend", "image_size", "background", "weights", "subject", "head_mesh")}
+            used["steps"] = inv_cfg.stage1.steps + inv_cfg.stage2.steps
+            inv_part = json.dumps(used, sort_keys=True) + dump_config(self.cfg.no_prior)
+        else:
+            inv_part = dump_config(inv_cfg)
+        parts = [method, inv_part, file_digest(str(Path(inv_cfg.ckpt).resolve())), str(self.cfg.lpips_backbone)]
         if subject_dir is not None:
             files = sorted(p for p in subject_dir.rglob("*") if p.is_file())
             parts += [f"{p.relative_to(subject_dir)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
@@ -184,11 +191,11 @@ class Evaluator:
         per_frame = self.score(pred, frames, inv_cfg.background)
         details["wall_s"] = time.perf_counter() - start
         renders = _to_uint8(pred)
-        np.save(folder / "renders.npy", renders)
-        tmp = result_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"subject": subject_dir.name, "method": name, "seed": seed, "frames": per_frame,
-                                   "details": details, "digest": digest}, indent=1, default=float))
-        tmp.replace(result_file)
+        with fsio.atomic_open(folder / "renders.npy", "wb") as f:
+            np.save(f, renders)
+        # result.json last: its presence (with the digest) is what marks the result finished
+        fsio.write_json(result_file, {"subject": subject_dir.name, "method": name, "seed": seed, "frames": per_frame,
+                                      "details": details, "digest": digest}, indent=1, default=float)
         m = mean_over_frames(per_frame)
         self.log(f"[eval] {subject_dir.name} {name} seed {seed}: PSNR full {m['psnr_full']:.2f} / head "
                  f"{m['psnr_head']:.2f} dB, SSIM full {m['ssim_full']:.4f} ({details['wall_s']:.0f} s)")

@@ -7,13 +7,13 @@ paired interval of their per-frame difference: "beats" only when it excludes 0.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from synshot import fsio
 from synshot.eval.metrics import HIGHER_IS_BETTER, absent_metrics
 from synshot.eval.protocol import MethodResult
 from synshot.eval.stats import DEFAULT_REPLICATES, Interval, bootstrap, paired_difference, verdict_word
@@ -169,7 +169,8 @@ def plot_intervals(summary: dict, path: Path, metric: str = "psnr_full") -> Path
         d.text((x(t) - 10, axis_y + 8), f"{t:.1f}", fill="black")
         t += step
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    with fsio.atomic_open(path, "wb") as f:
+        img.save(f, format="PNG")
     return path
 
 
@@ -182,13 +183,23 @@ def _table(summary: dict, methods: list[str], metrics: list[str]) -> list[str]:
     return lines
 
 
+def readme_summary(summary: dict, split: str) -> str:
+    """The compact table + verdict the README carries (copied from here, so its wording is the report's)."""
+    keys = [k for k in ("psnr_full", "psnr_head", "ssim_full", "l1_full") if k in summary["metrics"]]
+    methods = [m for m in METHOD_ORDER if m in summary["intervals"]]
+    ablations = sorted(m for m in summary["intervals"] if m.startswith("ablation:"))
+    lines = [f"{len(summary['subjects'])} {split} subjects; mean [95 % bootstrap interval over subjects x frames]:",
+             ""] + _table(summary, methods + ablations, keys)
+    return "\n".join(lines + ["", verdict(summary), ""])
+
+
 def write_report(results: list[MethodResult], subjects: dict[str, Subject], out: str | Path, config_json: str,
                  max_frames: int = 4, split: str = "test", replicates: int = DEFAULT_REPLICATES,
                  tile: int = 128) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(results, replicates)
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=float))
+    fsio.write_json(out / "metrics.json", summary, sort_keys=True, default=float)
     columns = write_grids(results, subjects, out, max_frames, tile)
     plot = plot_intervals(summary, out / "psnr_intervals.png") if summary["intervals"] else None
     metrics = summary["metrics"]
@@ -264,5 +275,7 @@ def write_report(results: list[MethodResult], subjects: dict[str, Subject], out:
                       + f"](grid_{s}.png)", ""]
     lines += ["## Configuration", "", "```json", config_json, "```", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    fsio.write_text(path, "\n".join(lines))
+    if summary["intervals"]:
+        fsio.write_text(out / "readme_summary.md", readme_summary(summary, split))
     return path

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from synshot import fsio
 from synshot.config import ConfigBase, ConfigError, dump_config, load_config
 from synshot.eval.config import EvalConfig
 
@@ -123,8 +124,8 @@ def run_search(cfg: TuneConfig, log=print) -> dict:
         best = max(trials, key=lambda t: t["mean"])
         record["methods"][method] = {"trials": trials, "best": best["trial"], "best_overrides": best["overrides"]}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tuning.json").write_text(json.dumps(record, indent=1, default=float))
-    (out / "tuning.md").write_text(tuning_markdown(record, cfg.metric))
+    fsio.write_json(out / "tuning.json", record, indent=1, default=float)
+    fsio.write_text(out / "tuning.md", tuning_markdown(record, cfg.metric))
     return record
 
 
