@@ -32,7 +32,20 @@ def _run(dataset, out, name, nproc, zero, batch):
     assert res.returncode == EXIT_OK, tail(res.stdout)
     if nproc > 1:
         assert f"world {nproc}" in res.stdout and "(gloo)" in res.stdout
+        _check_telemetry(out / name, nproc)
     return _losses(out / name)
+
+
+def _check_telemetry(run_dir, nproc):
+    """The step-time split of a real multi-process run: rasteriser forward and collectives are measured."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0}).Reload()
+    last = {tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"]}
+    assert 0 < last["time/render_forward_s"] < last["time/forward_s"], last
+    assert last["time/comm_s"] > 0 and last["time/backward_s"] > 0 and last["time/optimizer_s"] > 0, last
+    rates = [last[f"perf/images_per_s_rank/{r}"] for r in range(nproc)]
+    assert all(r > 0 for r in rates) and sum(rates) == pytest.approx(last["perf/images_per_s_total"], rel=1e-6)
 
 
 def test_two_processes_zero_0_1_2_match_one_process(train_dataset, tmp_path):

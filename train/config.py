@@ -49,6 +49,7 @@ class DistributedConfig(ConfigBase):
     grad_accum: int = Field(1, ge=1)
     grad_clip: float = Field(1.0, ge=0)  # 0 = no clipping
     timeout_minutes: int = Field(30, ge=1)  # collective timeout (a stuck rank fails instead of hanging)
+    comm_timing: bool = True  # time DeepSpeed's collectives (time/comm_s); on CUDA each one then synchronises
 
     def use_bf16(self, cuda: bool) -> bool:
         return cuda if self.bf16 == "auto" else bool(self.bf16)
@@ -58,6 +59,18 @@ class CheckpointConfig(ConfigBase):
     every_n_steps: int = Field(500, ge=1)
     keep_last: int = Field(3, ge=1)
     dir: str | None = None  # default: <out_dir>/<name>/checkpoints
+
+
+class ProfileConfig(ConfigBase):
+    """On-demand torch.profiler trace: ``profile.steps=20-24`` records steps 20..24 (inclusive) on every
+    rank into ``<run>/tb/profile`` (TensorBoard's PyTorch Profiler tab)."""
+
+    steps: str | None = Field(None, pattern=r"^\s*\d+\s*(-\s*\d+\s*)?$")
+
+    def window(self) -> tuple[int, int] | None:
+        from train.telemetry import parse_steps
+
+        return parse_steps(self.steps)
 
 
 class LoggingConfig(ConfigBase):
@@ -87,6 +100,7 @@ class TrainConfig(ConfigBase):
     distributed: DistributedConfig = DistributedConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     logging: LoggingConfig = LoggingConfig()
+    profile: ProfileConfig = ProfileConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":

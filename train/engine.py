@@ -17,6 +17,7 @@ from torch import nn
 
 from train.config import DistributedConfig, OptimConfig
 from train.distributed import DistEnv
+from train.telemetry import comm_logger_config
 
 
 class WarmupCosine:
@@ -54,6 +55,7 @@ def deepspeed_config(dist_cfg: DistributedConfig, micro_batch: int, world_size: 
         "steps_per_print": 10**9,  # we log ourselves
         "wall_clock_breakdown": False,
         "checkpoint": {"tag_validation": "FAIL"},  # all ranks must agree on the tag
+        **(comm_logger_config() if dist_cfg.comm_timing else {}),
     }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
@@ -31,6 +32,7 @@ from train.errors import EXIT_OK, EXIT_PREEMPTED, NonFiniteLossError
 from train.preempt import StopRequest
 from train.state import capture_rng, restore_rng
 from train.tb import TBLogger, image_grid, memory_stats
+from train.telemetry import PhaseTimer, StepProfiler
 
 
 @dataclass
@@ -58,6 +60,7 @@ class LoopSettings:
     image_views: int = 2
     val_every: int = 500
     progress: bool = False
+    profile_steps: tuple[int, int] | None = None  # torch.profiler window (inclusive), traces under the TB dir
 
 
 def _all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
@@ -103,6 +106,11 @@ class Trainer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True) if rank == 0 else None)
         self.last_loss: float | None = None
         self._saved_step = start_step if start_step > 0 else -1  # resumed: that checkpoint exists already
+        self.timer = PhaseTimer(device)
+        if hasattr(task, "timer"):
+            task.timer = self.timer  # the task times its rasteriser forward (render_forward)
+        self.profiler = StepProfiler(settings.profile_steps, tb.log_dir, rank,
+                                     device.startswith("cuda"))
 
     # ------------------------------------------------------------------ helpers
     def _snapshot_buffers(self) -> list[torch.Tensor]:
@@ -152,6 +160,18 @@ class Trainer:
                  f"({int(total)} samples of the step discarded; non-finite samples: {culprits or 'unknown'}) "
                  f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in total)")
 
+    def _queue_depth(self) -> float:
+        depth = getattr(self.loader, "queue_depth", None)
+        return float(depth()) if callable(depth) else 0.0
+
+    def _gather_rates(self, value: torch.Tensor) -> list[float]:
+        """One number per rank (images/s), so a straggler shows up by rank."""
+        if not (dist.is_available() and dist.is_initialized() and self.world_size > 1):
+            return [float(value)]
+        out = [torch.zeros_like(value.reshape(1)) for _ in range(self.world_size)]
+        dist.all_gather(out, value.reshape(1).contiguous())
+        return [float(t) for t in out]
+
     def rank_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"rng": capture_rng(), "nonfinite_total": self.nonfinite_total}
         if hasattr(self.loader, "state_dict"):
@@ -183,8 +203,9 @@ class Trainer:
             bar = tqdm(total=s.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
         it = iter(self.loader)
         win_start = time.perf_counter()
-        win_wait = 0.0
-        win_samples = win_images = 0
+        win_samples = win_images = win_steps = 0
+        win_queue: list[float] = []
+        self.timer.take()
         try:
             while self.step < s.max_steps:
                 if _any_rank(self.stop.requested, self.device):
@@ -193,6 +214,7 @@ class Trainer:
                     self.log(f"[train] stopped by signal at step {self.step}; exit {EXIT_PREEMPTED} to requeue")
                     return EXIT_PREEMPTED
                 next_step = self.step + 1
+                self.profiler.before_step(next_step)
                 is_log = next_step % s.log_every == 0 or next_step == 1 or next_step == s.max_steps
                 want_images = next_step % s.image_every == 0
                 lr = self.engine.get_lr()[0]
@@ -204,16 +226,17 @@ class Trainer:
                 window_samples = 0
                 snap = self._snapshot_buffers()  # forward updates buffers (VQ EMA): undone if the step is skipped
                 for micro in range(s.grad_accum):
-                    t0 = time.perf_counter()
-                    batch, it = self._next_batch(it)
-                    win_wait += time.perf_counter() - t0
+                    win_queue.append(self._queue_depth())
+                    with self.timer.phase("data_wait"):
+                        batch, it = self._next_batch(it)
                     keys = batch.get("key") if isinstance(batch, dict) else None
                     if bad:  # the step is already skipped: consume the window's data, keep DeepSpeed's count
                         window_samples += len(keys) if keys is not None else 0
                         self.engine.backward(self._zero_loss())
                         self._finish_micro(micro, skipped=True)
                         continue
-                    out = self.task.training_step(self.engine, batch, want_images and micro == 0)
+                    with self.timer.phase("forward"):
+                        out = self.task.training_step(self.engine, batch, want_images and micro == 0)
                     window_samples += out.num_samples
                     win_samples += out.num_samples
                     win_images += out.num_images
@@ -230,11 +253,16 @@ class Trainer:
                         continue
                     for k, v in out.terms.items():
                         terms_acc[k] = terms_acc.get(k, 0.0) + float(v.detach()) / s.grad_accum
-                    self.engine.backward(out.loss)
+                    with self.timer.phase("backward"):
+                        self.engine.backward(out.loss)
                     if micro == s.grad_accum - 1 and self.zero_stage == 0 and is_log:
                         gnorm = grad_norm(self.engine)
-                    self._finish_micro(micro, skipped=False)
+                    with self.timer.phase("optimizer"):
+                        self._finish_micro(micro, skipped=False)
                 self.step = next_step
+                win_steps += 1
+                if self.profiler.after_step(self.step):
+                    self.log(f"[train] step {self.step}: profiler trace written to {self.profiler.trace_dir}")
                 if bad:
                     self.nonfinite_total += 1
                     self.nonfinite_streak += 1
@@ -259,7 +287,10 @@ class Trainer:
                     rates = torch.tensor([win_samples / elapsed, win_images / elapsed], dtype=torch.float64,
                                          device=self.device)
                     per_gpu = rates.tolist()
+                    images_per_rank = self._gather_rates(rates[1])
                     total = _all_reduce(rates).tolist()
+                    split = {k: v / max(win_steps, 1) for k, v in self.timer.take().items()}
+                    queue = sum(win_queue) / max(len(win_queue), 1)
                     if terms_acc:  # mean over ranks (all ranks have the same keys: they skip together)
                         keys = sorted(terms_acc)
                         t = torch.tensor([terms_acc[k] for k in keys], dtype=torch.float64, device=self.device)
@@ -271,17 +302,30 @@ class Trainer:
                         "opt/grad_norm": gnorm if gnorm is not None and math.isfinite(gnorm) else None,
                         "perf/samples_per_s_per_gpu": per_gpu[0], "perf/images_per_s_per_gpu": per_gpu[1],
                         "perf/samples_per_s_total": total[0], "perf/images_per_s_total": total[1],
-                        "perf/data_wait_fraction": win_wait / elapsed,
+                        "perf/data_wait_fraction": split["data_wait"] * win_steps / elapsed,
+                        "perf/step_s": elapsed / max(win_steps, 1),
+                        "loader/queue_depth": queue,
                         "train/nonfinite_total": self.nonfinite_total,
                     })
+                    scalars.update({f"time/{k}_s": v for k, v in split.items()})
+                    scalars.update({f"perf/images_per_s_rank/{r}": v for r, v in enumerate(images_per_rank)})
                     if out is not None and not bad:
                         scalars.update({k: v for k, v in out.stats.items()})
-                    scalars.update(memory_stats(self.device))
+                    mem = memory_stats(self.device)
+                    scalars.update(mem)
                     self.tb.scalars(scalars, self.step)
                     if bar is None:
-                        self.log(f"[train] step {self.step}/{s.max_steps} loss {self.last_loss:.5f} lr {lr:.3g} "
-                                 f"{total[0]:.2f} samples/s" if not bad else f"[train] step {self.step}/{s.max_steps} skipped")
-                    win_start, win_wait, win_samples, win_images = time.perf_counter(), 0.0, 0, 0
+                        head = (f"[train] step {self.step}/{s.max_steps} loss {self.last_loss:.5f} lr {lr:.3g}"
+                                if not bad else f"[train] step {self.step}/{s.max_steps} skipped")
+                        peak = mem.get("mem/gpu_peak_allocated_mb", mem["mem/cpu_peak_rss_mb"])
+                        self.log(f"{head} | {total[1]:.2f} img/s ({per_gpu[1]:.2f}/rank, slowest "
+                                 f"{min(images_per_rank):.2f}) | step {elapsed / max(win_steps, 1):.3f} s: "
+                                 f"data {split['data_wait']:.3f} fwd {split['forward']:.3f} "
+                                 f"(render {split['render_forward']:.3f}) bwd {split['backward']:.3f} "
+                                 f"opt {split['optimizer']:.3f} comm {split['comm']:.3f} | peak {peak:.0f} MB "
+                                 f"| queue {queue:.1f}")
+                    win_start, win_samples, win_images, win_steps = time.perf_counter(), 0, 0, 0
+                    win_queue = []
                 if want_images and out is not None and out.images is not None and not bad:
                     self.tb.image("images/train", image_grid(*out.images, s.image_views), self.step)
                 if bar is not None:
@@ -289,14 +333,17 @@ class Trainer:
                     if self.last_loss is not None:
                         bar.set_postfix(loss=f"{self.last_loss:.4f}")
                 t_extra = time.perf_counter()
+                self.timer.active = False
                 if self.validate is not None and self.step % s.val_every == 0:
                     self._validate()
                 if self.step % s.ckpt_every == 0 or self.step == s.max_steps:
                     self.save()
                     self.tb.flush()
+                self.timer.active = True
                 win_start += time.perf_counter() - t_extra  # throughput counts training time only
             return EXIT_OK
         finally:
+            self.profiler.close()
             if bar is not None:
                 bar.close()
             self.tb.flush()

@@ -130,12 +130,22 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
             if changes:
                 _log(rank, f"[train] resume: LR schedule rebuilt from step {saved['step']} for max_steps="
                            f"{cfg.max_steps}: lr now {lr_now:.6g}")
+            start_step, nonfinite_total = int(saved["step"]), int(state.get("nonfinite_total", 0))
             try:
-                loader.load_state_dict(state["loader"])
+                if state.get("elastic"):
+                    split = loader.load_elastic_state(state["loader_states"])
+                else:
+                    loader.load_state_dict(state["loader"])
             except (KeyError, ValueError) as exc:
                 raise CheckpointError(f"{path}: cannot restore the data position: {exc}") from None
-            restore_rng(state["rng"])
-            start_step, nonfinite_total = int(saved["step"]), int(state.get("nonfinite_total", 0))
+            if state.get("elastic"):
+                seed_everything(cfg.seed + start_step, rank)  # RNG streams of another world cannot be split
+                _log(rank, f"[train] elastic resume: checkpoint of {state['old_world_size']} ranks -> {world} ranks "
+                           f"(universal conversion {state['convert_seconds']:.1f} s); the unread rest of the "
+                           f"interrupted epoch ({split['rests']} streams) is re-split, new split from epoch "
+                           f"{split['resume_epoch']}")
+            else:
+                restore_rng(state["rng"])
             _log(rank, f"[train] resumed from {path} at step {start_step}")
         if rank == 0:
             fsio.write_json(cfg.run_dir / "config.json", meta["config"], sort_keys=True)
@@ -147,7 +157,7 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
             max_steps=cfg.max_steps, grad_accum=cfg.distributed.grad_accum, max_nonfinite=cfg.max_nonfinite_steps,
             ckpt_every=cfg.checkpoint.every_n_steps, log_every=cfg.logging.every_n_steps,
             image_every=cfg.logging.image_every_n_steps, image_views=cfg.logging.image_views,
-            val_every=cfg.logging.val_every_n_steps,
+            val_every=cfg.logging.val_every_n_steps, profile_steps=cfg.profile.window(),
             progress=sys.stderr.isatty() if progress == "auto" else bool(progress),
         )
         trainer = Trainer(engine=engine, task=task, loader=loader, settings=settings, device=env.device, rank=rank,

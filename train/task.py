@@ -38,6 +38,10 @@ class PriorTask:
 
     def __init__(self, loss: PriorLoss, render: RenderConfig, device: str, bf16: bool) -> None:
         self.loss, self.render, self.device, self.bf16 = loss, render, device, bf16
+        self.timer = None  # a train.telemetry.PhaseTimer set by the Trainer: times the rasteriser forward
+
+    def _phase(self, name: str):
+        return self.timer.phase(name) if self.timer is not None else contextlib.nullcontext()
 
     def to_device(self, batch: dict) -> dict:
         out = dict(batch)
@@ -57,8 +61,9 @@ class PriorTask:
             output = module(batch["tex"], batch["verts"], batch["exp"], batch["head_pose"])
         output = to_float(output)
         h, w = batch["rgb"].shape[-2:]
-        rgb, _ = render_gaussians(output.gaussians, batch["K"], batch["w2c"], h, w,
-                                  background=self.loss.cfg.background, backend=self.render.backend)
+        with self._phase("render_forward"):
+            rgb, _ = render_gaussians(output.gaussians, batch["K"], batch["w2c"], h, w,
+                                      background=self.loss.cfg.background, backend=self.render.backend)
         return output, rgb
 
     def training_step(self, engine, batch: dict, want_images: bool) -> StepOutput:

@@ -19,6 +19,7 @@ class TBLogger:
 
     def __init__(self, log_dir: str | Path, enabled: bool, purge_step: int | None = None) -> None:
         self.writer = None
+        self.log_dir = Path(log_dir)  # also where every rank writes its profiler trace
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 

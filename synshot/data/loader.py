@@ -9,6 +9,13 @@ positions of the batches actually delivered, and a resumed stream skips raw item
 decoding) up to them. ``torch.utils.data.DataLoader`` hands out worker batches round-robin; on
 resume the workers are rotated so that the first batch comes from the worker that was next.
 
+Elastic resume (another world size or ``num_workers``): every logical stream of the old world is
+deterministic, so its unread rest of the interrupted epoch can be replayed anywhere. The rests are
+dealt round-robin to the new streams as *legs* (each replayed with the old stream's rank/world seeds
+up to the end of the newest epoch any old stream had reached); after its legs a new stream starts
+its own split at the next epoch. So every sample of the interrupted epoch(s) is read exactly once
+(up to the partial batch each stream held undelivered, which is re-read, as on any resume).
+
 Corrupt samples and unreadable shards are skipped and counted; once the skipped fraction passes
 ``max_corrupt_fraction`` (after ``corrupt_min_events`` items) the loader raises, naming the shard.
 A schema version mismatch or a size that disagrees with the config is always an error.
@@ -19,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -80,6 +87,21 @@ class WorkerPosition:
     skipped: int = 0
     shard_errors: int = 0
     done: bool = False
+    leg: int = 0  # index into the worker's legs; epoch/item refer to that leg's stream
+
+
+@dataclass(frozen=True)
+class Leg:
+    """A stretch of one logical stream: the stream of (rank, world_size, num_workers, worker) from
+    ``(epoch, item)`` until ``end_epoch`` (exclusive; None = open-ended). A worker's last leg is its own."""
+
+    rank: int
+    world_size: int
+    num_workers: int
+    worker: int
+    epoch: int = 0
+    item: int = 0
+    end_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -204,10 +226,16 @@ def _check_spec(cfg: LoaderConfig, sample: dict[str, Any]) -> None:
         raise DataSpecError(f"{where}: images are {w}x{h} but the loader expects image_size={cfg.image_size}")
 
 
-def worker_batches(plan: _Plan, worker: int, start: WorkerPosition, end_epoch: int | None = None) -> Iterator[dict[str, Any]]:
+def own_leg(plan: _Plan, worker: int, epoch: int = 0) -> Leg:
+    return Leg(plan.rank, plan.world_size, plan.num_workers, worker, epoch)
+
+
+def worker_batches(plan: _Plan, worker: int, start: WorkerPosition, end_epoch: int | None = None,
+                   legs: list[Leg] | None = None) -> Iterator[dict[str, Any]]:
     """The batches of one logical worker from ``start`` until ``end_epoch`` (None: endless); each
-    carries its end position in ``_pos``."""
+    carries its end position in ``_pos``. ``legs`` (default: the worker's own stream) are read in order."""
     cfg = plan.cfg
+    legs = legs or [own_leg(plan, worker)]
     pos = WorkerPosition(**asdict(start))
     if pos.done:
         return
@@ -215,9 +243,20 @@ def worker_batches(plan: _Plan, worker: int, start: WorkerPosition, end_epoch: i
     pending: list[dict[str, Any]] = []
     skip = pos.item
     barren_epochs = 0  # consecutive epochs without one good sample: stop instead of spinning forever
-    while end_epoch is None or pos.epoch < end_epoch:
+    while pos.leg < len(legs):
+        leg = legs[pos.leg]
+        leg_plan = plan if (leg.rank, leg.world_size, leg.num_workers) == (plan.rank, plan.world_size, plan.num_workers) \
+            else replace(plan, rank=leg.rank, world_size=leg.world_size, num_workers=leg.num_workers)
+        stop = min(e for e in (end_epoch, leg.end_epoch, 2**62) if e is not None)
+        if pos.epoch >= stop:
+            if pos.leg == len(legs) - 1:
+                break
+            pos.leg += 1
+            nxt = legs[pos.leg]
+            pos.epoch, pos.item, skip = nxt.epoch, nxt.item, nxt.item
+            continue
         good_before = pos.samples
-        for index, item in enumerate(_epoch_items(plan, pos.epoch, worker)):
+        for index, item in enumerate(_epoch_items(leg_plan, pos.epoch, leg.worker)):
             if index < skip:  # resume: drop raw items before any decoding
                 continue
             pos.item = index + 1
@@ -239,7 +278,7 @@ def worker_batches(plan: _Plan, worker: int, start: WorkerPosition, end_epoch: i
                         f"views_per_sample={want}; lower views_per_sample or regenerate with more views"
                     )
                 else:
-                    rng = _rng(cfg.seed, 4, pos.epoch, plan.rank, worker, index)
+                    rng = _rng(cfg.seed, 4, pos.epoch, leg_plan.rank, leg.worker, index)
                     views = sorted(int(v) for v in rng.choice(n_views, size=want, replace=False))
                 sample = decode_sample(item, views, meta)
             except CorruptSampleError as exc:
@@ -259,7 +298,7 @@ def worker_batches(plan: _Plan, worker: int, start: WorkerPosition, end_epoch: i
         barren_epochs = barren_epochs + 1 if pos.samples == good_before and skip == 0 else 0
         if barren_epochs >= 100:
             raise CorruptDataError(
-                f"worker {worker} of rank {plan.rank} read 100 epochs in a row without one valid sample from "
+                f"worker {leg.worker} of rank {leg_plan.rank} read 100 epochs in a row without one valid sample from "
                 f"{cfg.url} split '{cfg.split}' (skipped {pos.skipped}); check the shards with data_tools.inspect"
             )
         pos.epoch += 1
@@ -277,15 +316,16 @@ def worker_batches(plan: _Plan, worker: int, start: WorkerPosition, end_epoch: i
 class _WorkerDataset(torch.utils.data.IterableDataset):
     """Maps DataLoader worker ``id`` to logical worker ``(id + offset) % n`` and streams its batches."""
 
-    def __init__(self, plan: _Plan, starts: list[WorkerPosition], offset: int, end_epoch: int | None):
+    def __init__(self, plan: _Plan, starts: list[WorkerPosition], offset: int, end_epoch: int | None,
+                 legs: list[list[Leg]]):
         super().__init__()
-        self.plan, self.starts, self.offset, self.end_epoch = plan, starts, offset, end_epoch
+        self.plan, self.starts, self.offset, self.end_epoch, self.legs = plan, starts, offset, end_epoch, legs
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         physical = info.id if info is not None else 0
         logical = (physical + self.offset) % self.plan.num_workers
-        return worker_batches(self.plan, logical, self.starts[logical], self.end_epoch)
+        return worker_batches(self.plan, logical, self.starts[logical], self.end_epoch, self.legs[logical])
 
 
 class StreamingLoader:
@@ -313,9 +353,11 @@ class StreamingLoader:
             )
         self.plan = _Plan(cfg, tuple(storage.join(cfg.url, n) for n in names), tuple(c for _, c in listed), rank, world_size, n_logical)
         self._positions = [WorkerPosition() for _ in range(n_logical)]
+        self._legs = [[own_leg(self.plan, w)] for w in range(n_logical)]
         self._next_worker = 0
         self._batches = 0
         self._pass = 0  # finished passes of `epochs` epochs (finite mode)
+        self._source: Any = None  # the DataLoader iterator of the current pass (queue_depth reads it)
 
     # ---------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -326,10 +368,12 @@ class StreamingLoader:
                 WorkerPosition(epoch=self._pass * epochs, samples=p.samples, skipped=p.skipped, shard_errors=p.shard_errors)
                 for p in self._positions
             ]
+            self._legs = [[own_leg(self.plan, w)] for w in range(self.plan.num_workers)]
             self._next_worker = 0
         end_epoch = None if epochs is None else (self._pass + 1) * epochs
         offset = self._next_worker
-        dataset = _WorkerDataset(self.plan, [WorkerPosition(**asdict(p)) for p in self._positions], offset, end_epoch)
+        dataset = _WorkerDataset(self.plan, [WorkerPosition(**asdict(p)) for p in self._positions], offset, end_epoch,
+                                 self._legs)
         if self.cfg.num_workers == 0:
             source = iter(dataset)
         else:
@@ -343,6 +387,7 @@ class StreamingLoader:
                     persistent_workers=False,
                 )
             )
+        self._source = source
         for batch in source:
             worker, pos = batch.pop("_pos")
             self._positions[worker] = WorkerPosition(**pos)
@@ -353,6 +398,21 @@ class StreamingLoader:
             c = self.counters
             _check_threshold(self.cfg, c["samples"], c["skipped"], f"rank {self.plan.rank}")
             yield batch
+
+    def queue_depth(self) -> int:
+        """Batches decoded by the worker processes and waiting to be taken (0 without workers).
+
+        A depth near 0 while ``perf/data_wait_fraction`` is high means the workers cannot keep up.
+        """
+        src = self._source
+        queue = getattr(src, "_data_queue", None)
+        if queue is None:
+            return 0
+        try:
+            ready = queue.qsize()
+        except (NotImplementedError, OSError):  # pragma: no cover - qsize is unsupported on macOS
+            ready = 0
+        return ready + sum(1 for v in getattr(src, "_task_info", {}).values() if len(v) == 2)
 
     # ---------------------------------------------------------------- state
     @property
@@ -380,6 +440,7 @@ class StreamingLoader:
             "version": STATE_VERSION,
             "fingerprint": self._fingerprint(),
             "positions": [asdict(p) for p in self._positions],
+            "legs": [[asdict(leg) for leg in legs] for legs in self._legs],
             "next_worker": self._next_worker,
             "batches": self._batches,
             "pass": self._pass,
@@ -400,9 +461,86 @@ class StreamingLoader:
                 "with the same data config, rank, world size and num_workers"
             )
         self._positions = [WorkerPosition(**p) for p in state["positions"]]
+        self._legs = [[Leg(**leg) for leg in legs] for legs in state["legs"]] if "legs" in state else \
+            [[own_leg(self.plan, w)] for w in range(self.plan.num_workers)]
         self._next_worker = int(state["next_worker"])
         self._batches = int(state["batches"])
         self._pass = int(state.get("pass", 0))
+
+
+    def load_elastic_state(self, states: list[dict[str, Any]]) -> dict[str, int]:
+        """Continue from the states of ALL ranks of a job with another world size or ``num_workers``.
+
+        The unread rest of every old stream, up to the end of the newest epoch any of them had
+        reached, is dealt round-robin to the new logical streams (of all ranks) as legs; each new
+        stream then starts its own split at the next epoch. Returns a summary for the log.
+        """
+        if not states:
+            raise ValueError("elastic loader resume needs the loader states of every rank of the old job")
+        mine = self._fingerprint()
+        same = ("rank", "world_size", "num_workers", "batch_size")
+        for st in states:
+            if st.get("version") != STATE_VERSION:
+                raise ValueError(f"loader state version {st.get('version')!r} != {STATE_VERSION}")
+            theirs = st.get("fingerprint", {})
+            diff = sorted(k for k in set(mine) | set(theirs) if k not in same and mine.get(k) != theirs.get(k))
+            if diff:
+                raise ValueError(f"loader state does not match this loader at {diff}: an elastic resume may change "
+                                 "the number of ranks, workers and the micro-batch size, nothing else about the data")
+        old_world = int(states[0]["fingerprint"]["world_size"])
+        ranks = sorted(int(st["fingerprint"]["rank"]) for st in states)
+        if ranks != list(range(old_world)):
+            raise ValueError(f"elastic loader resume needs the states of ranks 0..{old_world - 1}, got {ranks}")
+        if len({int(st.get("pass", 0)) for st in states}) != 1:
+            raise ValueError("the old ranks' loader states are in different passes")
+        # every unfinished rest of every old stream, in (rank, worker) order
+        rests: list[tuple[Leg, WorkerPosition]] = []
+        newest = 0
+        for st in sorted(states, key=lambda st: int(st["fingerprint"]["rank"])):
+            fp = st["fingerprint"]
+            n_old = max(1, int(fp["num_workers"]))
+            legs_all = [[Leg(**leg) for leg in legs] for legs in st["legs"]] if "legs" in st else \
+                [[Leg(int(fp["rank"]), int(fp["world_size"]), n_old, w)] for w in range(n_old)]
+            for w, p in enumerate(st["positions"]):
+                pos = WorkerPosition(**p)
+                if pos.done:
+                    continue
+                legs = legs_all[w]
+                for j in range(pos.leg, len(legs)):
+                    leg = legs[j]
+                    start = (pos.epoch, pos.item) if j == pos.leg else (leg.epoch, leg.item)
+                    rest = replace(leg, epoch=start[0], item=start[1])
+                    if leg.end_epoch is None:
+                        newest = max(newest, start[0])
+                    counters = pos if j == pos.leg else WorkerPosition()
+                    rests.append((rest, counters))
+        resume_epoch = newest + 1
+        n_new = self.plan.world_size * self.plan.num_workers
+        mine_legs: list[list[Leg]] = [[] for _ in range(self.plan.num_workers)]
+        positions = [WorkerPosition() for _ in range(self.plan.num_workers)]
+        for i, (rest, counters) in enumerate(rests):
+            if rest.end_epoch is None:
+                rest = replace(rest, end_epoch=resume_epoch)
+            if rest.epoch >= rest.end_epoch:
+                continue
+            g = i % n_new
+            rank, worker = divmod(g, self.plan.num_workers)
+            if rank != self.plan.rank:
+                continue
+            mine_legs[worker].append(rest)
+            p = positions[worker]
+            p.samples, p.skipped, p.shard_errors = (p.samples + counters.samples, p.skipped + counters.skipped,
+                                                    p.shard_errors + counters.shard_errors)
+        for w in range(self.plan.num_workers):
+            mine_legs[w].append(own_leg(self.plan, w, epoch=resume_epoch))
+            first = mine_legs[w][0]
+            positions[w].epoch, positions[w].item = first.epoch, first.item
+        self._legs, self._positions = mine_legs, positions
+        self._next_worker = 0
+        self._batches = 0
+        self._pass = int(states[0].get("pass", 0))
+        return {"old_world": old_world, "rests": len(rests), "resume_epoch": resume_epoch,
+                "legs_here": sum(len(legs) - 1 for legs in mine_legs)}
 
 
 def make_loader(cfg: LoaderConfig, rank: int = 0, world_size: int = 1) -> StreamingLoader:
