@@ -1,0 +1,127 @@
+"""Identity-scaling study: table + plot from trained priors and their evaluations.
+
+    python -m data_tools.identity_scaling RUN_DIR [RUN_DIR ...] --plot docs/img/identity_scaling.png
+
+Each RUN_DIR is a training run (``config.json`` from ``python -m train``) holding ``eval/metrics.json``
+from ``python -m synshot.eval ... out=RUN_DIR/eval`` on the validation subjects. The number of training
+identities and expressions comes from the dataset manifest the run trained on; methods missing in a
+run's evaluation (the no-prior baseline does not depend on the prior) are taken from ``--baseline``.
+Prints a markdown table: mean PSNR per method and the paired difference to the no-prior baseline
+over the same subjects, with a 95 % t interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+METHODS = ("no_prior", "prior_only", "stage1_only", "full")
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
+
+
+def _dataset_counts(run: Path) -> dict:
+    from synshot.data.synthesize import DatasetPlan, SynthConfig
+    from synshot.data.writer import read_manifest
+
+    cfg = json.loads((run / "config.json").read_text())
+    manifest = read_manifest(cfg["data"]["url"], cfg["data"]["split"])
+    gen = {k: v for k, v in manifest["generator_config"].items() if k in SynthConfig.model_fields}
+    plan = DatasetPlan(SynthConfig(**gen))
+    return {"identities": len(plan.identities["train"]), "expressions": gen["expressions_per_identity"],
+            "images": plan.num_samples("train") * gen["views"], "steps": cfg["max_steps"],
+            "batch": cfg["data"]["batch_size"]}
+
+
+def _per_subject(metrics: dict, method: str) -> dict[str, float]:
+    return {k.split("/")[0]: v["psnr"] for k, v in metrics["per_subject"].items() if k.split("/")[1] == method}
+
+
+def paired(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, int]:
+    """(mean of a-b over common subjects, 95 % t half-width, n)."""
+    d = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+    n = len(d)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = sum(d) / n
+    if n < 2:
+        return mean, math.nan, n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    return mean, T95.get(n - 1, 1.96) * sd / math.sqrt(n), n
+
+
+def collect(runs: list[Path], baseline: Path | None) -> list[dict]:
+    base = json.loads(baseline.read_text()) if baseline else None
+    rows = []
+    for run in runs:
+        metrics = json.loads((run / "eval" / "metrics.json").read_text())
+        psnr = {}
+        for m in METHODS:
+            src = metrics if any(k.endswith("/" + m) for k in metrics["per_subject"]) else base
+            psnr[m] = _per_subject(src, m) if src else {}
+        row = {"run": run.name, **_dataset_counts(run), "psnr": psnr}
+        for m in ("prior_only", "stage1_only", "full"):
+            row[f"delta_{m}"] = paired(psnr[m], psnr["no_prior"])
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["identities"])
+
+
+def _mean(values: dict[str, float]) -> float:
+    return sum(values.values()) / len(values) if values else math.nan
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| training identities | expr / id | train images | steps | no prior | prior only | stage 1 only | full "
+             "| prior only − no prior | full − no prior |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p = r["psnr"]
+        d = [f"{r[k][0]:+.2f} ± {r[k][1]:.2f}" for k in ("delta_prior_only", "delta_full")]
+        lines.append(f"| {r['identities']} | {r['expressions']} | {r['images']} | {r['steps']} | "
+                     + " | ".join(f"{_mean(p[m]):.2f}" for m in METHODS) + " | " + " | ".join(d) + " |")
+    n = rows[0]["delta_full"][2] if rows else 0
+    lines.append(f"\nPSNR in dB, mean over {n} validation subjects; differences are paired over the same "
+                 f"subjects, ± the 95 % t interval.")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    x = [r["identities"] for r in rows]
+    for m, style in zip(METHODS, ("k--", "C0o-", "C1s-", "C2^-")):
+        ax.plot(x, [_mean(r["psnr"][m]) for r in rows], style, label=m.replace("_", " "))
+    ax.set_xscale("log")
+    ax.set_xticks(x, [str(v) for v in x])
+    ax.minorticks_off()
+    ax.set_xlabel(f"training identities (fixed budget: {rows[0]['images']} images, {rows[0]['steps']} steps)")
+    ax.set_ylabel("PSNR on validation subjects (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="training run folders with eval/metrics.json")
+    parser.add_argument("--baseline", type=Path, help="metrics.json holding methods a run's evaluation lacks")
+    parser.add_argument("--plot", type=Path, help="write the PSNR-vs-identities plot here (PNG)")
+    parser.add_argument("--json", type=Path, help="write the collected rows here")
+    args = parser.parse_args(argv)
+    rows = collect(args.runs, args.baseline)
+    print(table(rows))
+    if args.plot:
+        plot(rows, args.plot)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
