@@ -57,7 +57,6 @@ class EvalConfig(ConfigBase):
     reuse: bool = True  # a result whose config digest matches is read, not recomputed (resume)
     lpips_backbone: str | None = None  # LPIPS metric backbone (torchvision state dict); None = column absent
     lpips_net: Literal["alex", "vgg"] = "alex"
-    id_model: str | None = None  # dlib face-recognition weights for id_distance; None = column absent
     bootstrap_replicates: int = Field(2000, ge=100)
     grid_frames: int = Field(4, ge=1)  # eval frames shown per subject in the image grid
     tile_size: int = Field(128, ge=128)  # pixels per tile in the image grids (upscaled, nearest)

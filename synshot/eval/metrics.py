@@ -25,7 +25,8 @@ from synshot.losses.metrics import ssim_map
 BASE_METRICS: tuple[str, ...] = ("psnr_full", "ssim_full", "l1_full", "psnr_head", "ssim_head", "l1_head")
 OPTIONAL_METRICS: dict[str, str] = {
     "lpips_full": "LPIPS needs a local torchvision backbone file (`lpips_backbone`)",
-    "id_distance": "the face-descriptor distance needs the dlib face-recognition weights (`id_model`)",
+    "id_distance": "the dlib face-descriptor distance needs synshot.faces with dlib and its face-recognition "
+                   "weights installed",
 }
 HIGHER_IS_BETTER: dict[str, bool] = {"psnr_full": True, "ssim_full": True, "l1_full": False, "psnr_head": True,
                                      "ssim_head": True, "l1_head": False, "lpips_full": False, "id_distance": False}

@@ -92,6 +92,16 @@ def prior_gaussians(path: str) -> int:
     return int(sum(model.gaussian_counts().values()))
 
 
+def id_distance_pair() -> Callable | None:
+    """``synshot.faces.pair_id_distance`` (dlib descriptor) when it and its model files are installed."""
+    try:
+        from synshot.faces import pair_id_distance
+        from synshot.faces.dlib_models import face_descriptor  # noqa: F401 (imports dlib and finds the weights)
+    except ImportError:
+        return None
+    return pair_id_distance
+
+
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
@@ -122,9 +132,11 @@ class Evaluator:
                     if k in ("seed", "device", "backend", "image_size", "background", "weights", "subject", "head_mesh")}
             used["steps"] = inv_cfg.stage1.steps + inv_cfg.stage2.steps
             inv_part = json.dumps(used, sort_keys=True) + dump_config(self.cfg.no_prior)
+            prior = f"gaussians={prior_gaussians(inv_cfg.ckpt)}"  # all the baseline takes from the prior
         else:
             inv_part = dump_config(inv_cfg)
-        parts = [method, inv_part, file_digest(str(Path(inv_cfg.ckpt).resolve())), str(self.cfg.lpips_backbone)]
+            prior = file_digest(str(Path(inv_cfg.ckpt).resolve()))
+        parts = [method, inv_part, prior, str(self.cfg.lpips_backbone), f"id_distance={id_distance_pair() is not None}"]
         if subject_dir is not None:
             files = sorted(p for p in subject_dir.rglob("*") if p.is_file())
             parts += [f"{p.relative_to(subject_dir)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
@@ -146,11 +158,26 @@ class Evaluator:
         return list(methods[name]["best_overrides"])
 
     # -- metrics ------------------------------------------------------------------------------------
-    def score(self, pred: torch.Tensor, frames: list[Frame], background) -> dict[str, list[float]]:
+    def score(self, pred: torch.Tensor, frames: list[Frame], background, head=None) -> dict[str, list[float]]:
         bg = torch.tensor(background, dtype=torch.float32)
         target = torch.stack([composite_target(f, bg) for f in frames])
         mask = torch.stack([f.mask for f in frames])
-        return frame_metrics(pred, target, mask, lpips=self.lpips)
+        return frame_metrics(pred, target, mask, lpips=self.lpips, id_distance=self.id_distance(head, frames))
+
+    def id_distance(self, head, frames: list[Frame]) -> Callable | None:
+        """Per-frame face-descriptor distance in the ground truth's projected face box (always defined),
+        when the face-descriptor module and its weights are installed; None = the column is absent."""
+        pair = id_distance_pair()
+        if pair is None or head is None:
+            return None
+        from synshot.invert.arcface import square_boxes
+        from synshot.invert.geometry import pose_points
+        from synshot.invert.subject import project_points
+
+        boxes = square_boxes([project_points(pose_points(head.face_points(f.expression), f.head_pose), f.K, f.w2c)[0]
+                              for f in frames])
+        return lambda pred, target: torch.tensor([pair(pred[k], target[k], boxes[k].tolist())
+                                                  for k in range(len(pred))])
 
     # -- one (subject, method, seed) ----------------------------------------------------------------
     def run_one(self, subject_dir: Path, method: str, seed: int = 0, ablation: str | None = None) -> MethodResult:
@@ -188,7 +215,7 @@ class Evaluator:
         else:
             pred, details = self._invert(inv_cfg, subject_dir, folder)
             details["gaussians"] = prior_gaussians(inv_cfg.ckpt)
-        per_frame = self.score(pred, frames, inv_cfg.background)
+        per_frame = self.score(pred, frames, inv_cfg.background, head)
         details["wall_s"] = time.perf_counter() - start
         renders = _to_uint8(pred)
         with fsio.atomic_open(folder / "renders.npy", "wb") as f:
