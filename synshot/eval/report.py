@@ -92,14 +92,15 @@ def verdict(summary: dict, metrics: tuple[str, ...] = ("psnr_full", "psnr_head",
     if not paired:
         return "The full method and the no-prior baseline were not both evaluated."
     parts = []
-    for k in metrics:
-        if k in paired:
-            d = Interval(**paired[k])
-            parts.append(f"{verdict_word(d, HIGHER_IS_BETTER[k])} it on {LABELS[k][:-2]} "
-                         f"(difference {d.mean:+.4g}, 95 % CI [{d.low:+.4g}, {d.high:+.4g}])")
+    for i, k in enumerate(k for k in metrics if k in paired):
+        d = Interval(**paired[k])
+        whom = "the no-prior baseline" if i == 0 else "it"
+        parts.append(f"{verdict_word(d, HIGHER_IS_BETTER[k])} {whom} on {LABELS[k][:-2]} "
+                     f"(full - no_prior {d.mean:+.3g}, 95 % CI [{d.low:+.3g}, {d.high:+.3g}])")
     n = len(summary["subjects"])
-    return (f"On {n} test subjects (novel views x novel expressions), the full method " + "; ".join(parts) +
-            ". 'beats' means the paired bootstrap interval of full - no_prior excludes 0; otherwise 'ties with'.")
+    return (f"On {n} held-out subjects (novel views x novel expressions), the full method " + "; ".join(parts) +
+            ". 'beats' / 'loses to': the paired bootstrap interval of full - no_prior excludes 0; "
+            "'ties with': it does not.")
 
 
 def _tile(img: np.ndarray, size: int) -> np.ndarray:
@@ -213,7 +214,7 @@ def write_report(results: list[MethodResult], subjects: dict[str, Subject], out:
              f"`*_head`: over the ground-truth head mask only. Each cell: mean over subjects x frames "
              f"({', '.join(map(str, sorted(n_frames)))} values) and its 95 % two-level bootstrap interval "
              f"({replicates} replicates; subjects, then frames within a subject). Seeds per method: "
-             + ", ".join(f"{m} {s}" for m, s in seeds.items() if not m.startswith("ablation:"))
+             + ", ".join(f"{m} {{{', '.join(s)}}}" for m, s in seeds.items() if not m.startswith("ablation:"))
              + " (a method's per-frame values are averaged over its seeds first).", ""]
     absent = summary["absent"]
     if absent:
