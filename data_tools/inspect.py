@@ -1,44 +1,53 @@
 """Validate a synthetic dataset (schema, counts vs manifest, corrupt samples) and draw a contact sheet.
 
-    python -m data_tools.inspect data/tiny
-    python -m data_tools.inspect s3://bucket/synshot --split val --json --storage-options '{"endpoint_url": "http://..."}'
-    python -m data_tools.inspect data/tiny --sheet results/tiny_sheet.png
+    synshot data inspect data/tiny
+    synshot data inspect s3://bucket/synshot --split val --json storage_options.endpoint_url=http://...
+    synshot data inspect data/tiny --out results/tiny_sheet.png
 
 Exit status 0 when everything is valid, 1 otherwise (so it can gate a pipeline).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 
+from synshot.cli import Command
+from synshot.config import ConfigBase
 from synshot.data.validate import contact_sheet, inspect_dataset
 
 
+class InspectConfig(ConfigBase):
+    """What to check and how to reach the dataset."""
+
+    split: list[str] | None = None  # split(s) to check (default: every split with a manifest)
+    sheet_samples: int = 4  # samples in the contact sheet
+    verify_hash: bool = False  # compare each shard's sha256 with its sidecar; one config fingerprint for all
+    storage_options: dict = {}  # fsspec options, e.g. storage_options.endpoint_url=http://...
+
+
+CLI = Command("data inspect", "Validate a synthetic dataset (schema, counts vs manifest, corrupt samples); "
+              "exit 1 when it is invalid.", config_cls=InspectConfig,
+              out_help="also draw a contact sheet PNG of the first split here",
+              example="synshot data inspect data/tiny --out results/data_sheet.png verify_hash=true")
+CLI.parser.add_argument("url", help="dataset root URL")
+CLI.option("--split", key="split", action="append", help="split to check (repeatable)")
+CLI.option("--verify-hash", key="verify_hash", action="store_true", help="check shard sha256 sidecars")
+CLI.parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("url", help="dataset root URL")
-    parser.add_argument("--split", action="append", help="split(s) to check (default: every split with a manifest)")
-    parser.add_argument("--json", action="store_true", help="print the full report as JSON")
-    parser.add_argument("--sheet", help="write a contact sheet PNG of the first split here")
-    parser.add_argument("--sheet-samples", type=int, default=4)
-    parser.add_argument("--verify-hash", action="store_true",
-                        help="also compare each shard's sha256 with its sidecar and check all sidecars share one config fingerprint")
-    parser.add_argument("--storage-options", default="{}", help="fsspec options as JSON")
-    args = parser.parse_args(argv)
-    try:
-        opts = json.loads(args.storage_options)
-    except json.JSONDecodeError as exc:
-        print(f"error: --storage-options is not JSON: {exc}", file=sys.stderr)
-        return 2
-    report = inspect_dataset(args.url, args.split, opts, args.verify_hash)
-    if args.sheet:
+    return CLI.main(argv, run)
+
+
+def run(args, cfg: InspectConfig) -> int:
+    opts = cfg.storage_options
+    report = inspect_dataset(args.url, cfg.split, opts, cfg.verify_hash)
+    if args.out:
         split = next(iter(report["splits"]))
-        if os.path.dirname(args.sheet):
-            os.makedirs(os.path.dirname(args.sheet), exist_ok=True)
-        report["sheet"] = contact_sheet(args.url, split, args.sheet, args.sheet_samples, opts)
+        if os.path.dirname(args.out):
+            os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        report["sheet"] = contact_sheet(args.url, split, args.out, cfg.sheet_samples, opts)
     if args.json:
         print(json.dumps(report, indent=1))
     else:

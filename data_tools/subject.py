@@ -1,4 +1,4 @@
-"""Render a held-out test subject for the inversion: ``python -m data_tools.subject --seed N --out subjects/NAME``.
+"""Render a held-out test subject for the inversion: ``synshot data subject --seed N --out subjects/NAME``.
 
 Why out of distribution: the inversion must close a domain gap, as with real people. The subject
 differs from every training identity in its lighting (an environment-light id no training config
@@ -11,15 +11,19 @@ docs/inversion.md (plus ``meta.json`` describing how it was made).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field
+
+from synshot.cli import Command, UsageError, get_logger
+from synshot.config import ConfigBase
+
+log = get_logger(__name__)
 
 HELD_OUT_LIGHTING_BASE = 1000  # training configs use lighting ids 0..7
 DYED_HAIR = np.array([[0.20, 0.35, 0.75], [0.75, 0.25, 0.55], [0.25, 0.60, 0.35], [0.85, 0.45, 0.15]])
@@ -163,23 +167,40 @@ def make_subject(seed: int, out: str | Path, size: int = 128, spp: int = 32, eva
     return out
 
 
+class SubjectRenderConfig(ConfigBase):
+    """How a held-out subject is rendered (``seed`` picks the person; see the module docstring)."""
+
+    seed: int | None = None  # required: the identity seed (validation 2001-2010, test 3001-3020)
+    size: int = Field(128, ge=16)  # image size in pixels (square)
+    spp: int = Field(32, ge=1)  # ray-tracer samples per pixel
+    eval_views: int = Field(3, ge=0, le=5)
+    eval_expressions: int = Field(3, ge=0)
+    lighting_id: int | None = None  # default HELD_OUT_LIGHTING_BASE + seed
+    tiny_head: bool = False  # low-resolution head mesh (tests)
+
+
+CLI = Command("data subject", "Render a held-out synthetic test subject folder for the inversion.",
+              config_cls=SubjectRenderConfig, out_help="subject folder to write (default subjects/s<seed>)",
+              example="synshot data subject --seed 3001 --out subjects/s3001 size=128")
+CLI.option("--seed", key="seed", type=int, help="identity seed")
+CLI.option("--size", key="size", type=int, help="image size in pixels")
+CLI.option("--spp", key="spp", type=int, help="ray-tracer samples per pixel")
+CLI.option("--eval-views", key="eval_views", type=int, help="novel views per eval expression")
+CLI.option("--eval-expressions", key="eval_expressions", type=int, help="novel eval expressions")
+CLI.option("--lighting-id", key="lighting_id", type=int, help="environment light")
+CLI.option("--tiny-head", key="tiny_head", action="store_true", help="low-resolution head mesh (tests)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m data_tools.subject", description=__doc__.split("\n")[0])
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--out", required=True, help="subject folder to write (e.g. subjects/s1001)")
-    p.add_argument("--size", type=int, default=128, help="image size in pixels (square)")
-    p.add_argument("--spp", type=int, default=32, help="ray-tracer samples per pixel")
-    p.add_argument("--eval-views", type=int, default=3)
-    p.add_argument("--eval-expressions", type=int, default=3)
-    p.add_argument("--lighting-id", type=int, default=None, help=f"default {HELD_OUT_LIGHTING_BASE} + seed")
-    p.add_argument("--tiny-head", action="store_true", help="low-resolution head mesh (tests)")
-    args = p.parse_args(argv)
-    if args.size < 16:
-        print("error: --size must be at least 16", file=sys.stderr)
-        return 2
-    out = make_subject(args.seed, args.out, args.size, args.spp, args.eval_views, args.eval_expressions,
-                       args.tiny_head, args.lighting_id)
-    print(f"[subject] wrote {out} (3 inputs, {args.eval_views * args.eval_expressions} eval frames)")
+    return CLI.main(argv, run)
+
+
+def run(args, cfg: SubjectRenderConfig) -> int:
+    if cfg.seed is None:
+        raise UsageError("no subject seed: pass --seed N (or seed=N)")
+    out = make_subject(cfg.seed, args.out or f"subjects/s{cfg.seed}", cfg.size, cfg.spp, cfg.eval_views,
+                       cfg.eval_expressions, cfg.tiny_head, cfg.lighting_id)
+    log.info("wrote %s (3 inputs, %d eval frames)", out, cfg.eval_views * cfg.eval_expressions)
     return 0
 
 

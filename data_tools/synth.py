@@ -10,30 +10,28 @@ Re-running skips complete shards; ``--finalize`` only rebuilds the manifests (af
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
-from synshot.config import ConfigError, load_config
+from synshot.cli import Command, UsageError
 from synshot.data.synthesize import DatasetPlan, SynthConfig, finalize, synthesize
 
 
+CLI = Command("data synth", "Render a synthetic head dataset into webdataset shards on any fsspec URL.",
+              config_cls=SynthConfig, default_config="configs/data/tiny.yaml",
+              out_help="dataset root URL: path, file://, s3://, gs://, memory:// (not needed with --plan)",
+              example="synshot data synth --config configs/data/tiny.yaml --out data/tiny num_identities=8")
+CLI.parser.add_argument("--shard-index", type=int, default=0, help="this array task (0-based)")
+CLI.parser.add_argument("--num-shards", type=int, default=1, help="number of array tasks sharing the work")
+CLI.parser.add_argument("--finalize", action="store_true", help="only rebuild the split manifests from complete shards")
+CLI.parser.add_argument("--plan", action="store_true", help="print the dataset plan (splits, shards, images) and exit")
+CLI.parser.add_argument("--no-progress", action="store_true")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="configs/data/<name>.yaml")
-    parser.add_argument("--out", help="dataset root URL: path, file://, s3://, gs://, memory:// (not needed with --plan)")
-    parser.add_argument("--shard-index", type=int, default=0, help="this array task (0-based)")
-    parser.add_argument("--num-shards", type=int, default=1, help="number of array tasks sharing the work")
-    parser.add_argument("--finalize", action="store_true", help="only rebuild the split manifests from complete shards")
-    parser.add_argument("--plan", action="store_true", help="print the dataset plan (splits, shards, images) and exit")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. num_identities=8 spp=4")
-    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
-    try:
-        cfg = load_config(SynthConfig, args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return CLI.main(argv, run)
+
+
+def run(args, cfg: SynthConfig) -> int:
     plan = DatasetPlan(cfg)
     if args.plan:
         summary = {
@@ -46,11 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, indent=1))
         return 0
     if not args.out:
-        print("error: --out URL is required (where the shards go)", file=sys.stderr)
-        return 2
+        raise UsageError("--out URL is required (where the shards go)")
     if not (args.num_shards >= 1 and 0 <= args.shard_index < args.num_shards):
-        print(f"error: --shard-index {args.shard_index} must be in [0, --num-shards {args.num_shards})", file=sys.stderr)
-        return 2
+        raise UsageError(f"--shard-index {args.shard_index} must be in [0, --num-shards {args.num_shards})")
     if args.finalize:
         manifests = finalize(cfg, args.out)
         for split, m in manifests.items():

@@ -1,6 +1,6 @@
 """Submit training through submitit: one task per GPU, checkpoint + requeue on preemption/time-out.
 
-    python -m slurm.submit --config configs/train/paper.yaml --nodes 4 --gpus-per-node 8 \\
+    synshot submit --config configs/train/paper.yaml --nodes 4 --gpus-per-node 8 \\
         [--partition gpu] [--account proj] [--time-min 1440] [--setup 'module load cuda'] \\
         [--local] [--wait] [key=value ...]
 
@@ -16,7 +16,6 @@ does. A SIGTERM alone (scancel, SLURM's own preemption) never requeues from here
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -29,7 +28,10 @@ from typing import Any, Optional
 import submitit
 from pydantic import Field, model_validator
 
-from synshot.config import ConfigBase, ConfigError, validate_config
+from synshot.cli import Command, get_logger
+from synshot.config import ConfigBase, validate_config
+
+log = get_logger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 USR2_GRACE_S = 15.0  # after a SIGTERM-triggered checkpoint, wait this long for submitit's USR2
@@ -192,42 +194,52 @@ def submit(cfg: SubmitConfig):
     return make_executor(cfg).submit(task)
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[SubmitConfig, bool]:
-    p = argparse.ArgumentParser(prog="python -m slurm.submit", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="training YAML, e.g. configs/train/tiny.yaml")
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--gpus-per-node", type=int, default=1, help="one task per GPU; 0 = CPU job")
-    p.add_argument("--tasks-per-node", type=int, default=None, help="only for CPU jobs (--gpus-per-node 0)")
-    p.add_argument("--cpus-per-task", type=int, default=4)
-    p.add_argument("--time-min", type=int, default=24 * 60, help="time limit in minutes")
-    p.add_argument("--signal-delay-s", type=int, default=300, help="checkpoint this long before the limit")
-    p.add_argument("--max-requeues", type=int, default=100)
-    p.add_argument("--partition")
-    p.add_argument("--account")
-    p.add_argument("--qos")
-    p.add_argument("--constraint")
-    p.add_argument("--setup", action="append", default=[], help="shell line before srun (repeatable)")
-    p.add_argument("--job-name", default="synshot-train")
-    p.add_argument("--folder", default="runs/submitit/%j", help="submitit logs and pickles")
-    p.add_argument("--python", default=sys.executable, help="interpreter on the compute nodes")
-    p.add_argument("--local", action="store_true", help="run locally (submitit LocalExecutor), no SLURM")
-    p.add_argument("--wait", action="store_true", help="wait for the result and print it")
-    p.add_argument("overrides", nargs="*", help="training config overrides key=value")
-    a = p.parse_args(argv)
+CLI = Command("submit", "Submit training to SLURM through submitit (one task per GPU, requeue on preemption).",
+              config_cls="train.config:TrainConfig", default_config="configs/train/tiny.yaml",
+              out_help="submitit logs and pickles (default runs/submitit/%%j)",
+              example="synshot submit --config configs/train/paper.yaml --nodes 4 --gpus-per-node 8 max_steps=1000")
+_JOB = CLI.parser.add_argument_group("job (SubmitConfig)")
+_JOB.add_argument("--nodes", type=int)
+_JOB.add_argument("--gpus-per-node", type=int, help="one task per GPU; 0 = CPU job (default 1)")
+_JOB.add_argument("--tasks-per-node", type=int, help="only for CPU jobs (--gpus-per-node 0)")
+_JOB.add_argument("--cpus-per-task", type=int, help="default 4")
+_JOB.add_argument("--time-min", type=int, help="time limit in minutes (default 1440)")
+_JOB.add_argument("--signal-delay-s", type=int, help="checkpoint this long before the limit (default 300)")
+_JOB.add_argument("--max-requeues", type=int, help="default 100")
+_JOB.add_argument("--partition")
+_JOB.add_argument("--account")
+_JOB.add_argument("--qos")
+_JOB.add_argument("--constraint")
+_JOB.add_argument("--setup", action="append", help="shell line before srun (repeatable)")
+_JOB.add_argument("--job-name")
+_JOB.add_argument("--python", help="interpreter on the compute nodes (default: this one)")
+_JOB.add_argument("--local", action="store_true", default=None, help="run locally (submitit LocalExecutor), no SLURM")
+CLI.parser.add_argument("--wait", action="store_true", help="wait for the result and print it")
+_NOT_JOB = {"config", "overrides", "out", "wait", "verbose", "quiet"}
 
-    data = {k: v for k, v in vars(a).items() if k != "wait"}
-    return validate_config(SubmitConfig, data, "python -m slurm.submit arguments"), a.wait
+
+def submit_config(args) -> SubmitConfig:
+    """The job settings of a parsed line; the training config was validated by the parse itself."""
+    data = {k: v for k, v in vars(args).items() if k not in _NOT_JOB and v is not None}
+    data.update(config=args.config, overrides=list(args.overrides))
+    if args.out:
+        data["folder"] = args.out
+    return validate_config(SubmitConfig, data, "synshot submit arguments")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[SubmitConfig, bool]:
+    args, _ = CLI.parse(argv)
+    return submit_config(args), args.wait
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg, wait = parse_args(argv)
-        job = submit(cfg)
-    except ConfigError as exc:
-        print(f"slurm.submit: {exc}", file=sys.stderr)
-        return 2
-    print(f"submitted job {job.job_id}; logs: {job.paths.stdout}")
-    if wait:
+    return CLI.main(argv, run)
+
+
+def run(args, _train_cfg) -> int:
+    job = submit(submit_config(args))
+    log.info("submitted job %s; logs: %s", job.job_id, job.paths.stdout)
+    if args.wait:
         print(job.results()[0])
     return 0
 

@@ -30,6 +30,7 @@ Usage in a command module::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -134,13 +135,16 @@ class Command:
         name: str,
         description: str,
         *,
-        config_cls: type | None = None,
+        config_cls: type | str | None = None,
         default_config: str | None = None,
         out_help: str | None = "where to write",
+        out_key: str | None = None,
         example: str | None = None,
     ) -> None:
         self.name = name
         self.config_cls = config_cls
+        self.out_key = out_key
+        self._option_keys: dict[str, str] = {}  # argparse dest -> config key it sets
         epilog = "\n".join(x for x in (f"example: {example}" if example else None, exit_code_epilog()) if x)
         self.parser = _Parser(
             prog=f"synshot {name}",
@@ -153,15 +157,40 @@ class Command:
             "--config", default=default_config,
             help=f"YAML config (default: {default_config or 'built-in defaults'})")
         if out_help is not None:
-            self.parser.add_argument("--out", help=out_help)
+            if out_key is not None:
+                self.option("--out", key=out_key, help=out_help)
+            else:
+                self.parser.add_argument("--out", help=out_help)
         self.parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
         self.parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+    def option(self, *flags: str, key: str, help: str | None = None, **kwargs: Any) -> None:
+        """An option that is a shortcut for the config key ``key`` (``--size 64`` is ``size=64``).
+
+        The config stays the one place a setting lives: the option only becomes an override (applied
+        before the line's ``key=value`` words), so ``args`` never holds a second copy of the value.
+        """
+        dest = f"cfg{len(self._option_keys)}__" + key.replace(".", "__")  # unique: two spellings of one key
+        shown = help if help == argparse.SUPPRESS else f"{help + ' ' if help else ''}(config key {key})"
+        if kwargs.get("action") in (None, "append", "store"):
+            kwargs.setdefault("metavar", key.rsplit(".", 1)[-1].upper())
+        if flags and not flags[0].startswith("-"):  # an optional positional word: ``synshot export RUN``
+            kwargs.setdefault("nargs", "?")
+            self.parser.add_argument(dest, default=None, help=shown, **kwargs)
+        else:
+            self.parser.add_argument(*flags, dest=dest, default=None, help=shown, **kwargs)
+        self._option_keys[dest] = key
 
     def parse(self, argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Any]:
         """Parse the line; returns ``(args, cfg)`` with ``args.overrides`` set. Raises ConfigError."""
         words = list(sys.argv[1:] if argv is None else argv)
         rest, overrides = split_overrides(words)
         args = self.parser.parse_args(rest)
+        from_options = [f"{key}={json.dumps(getattr(args, dest))}" for dest, key in self._option_keys.items()
+                        if getattr(args, dest) is not None]
+        for dest in self._option_keys:
+            delattr(args, dest)
+        overrides = from_options + overrides
         args.overrides = overrides
         if self.config_cls is None:
             if overrides:
@@ -170,7 +199,16 @@ class Command:
         config = args.config
         if config is not None and not Path(config).is_file():
             raise ConfigError(f"{config}: config file not found (check --config)")
-        return args, load_config(self.config_cls, config, overrides)
+        return args, load_config(self.resolve_config_cls(), config, overrides)
+
+    def resolve_config_cls(self) -> type:
+        """The config class; ``"module:Class"`` defers a heavy import until the line is parsed."""
+        if isinstance(self.config_cls, str):
+            import importlib
+
+            module, _, attr = self.config_cls.partition(":")
+            self.config_cls = getattr(importlib.import_module(module), attr)
+        return self.config_cls
 
     def main(self, argv: Sequence[str] | None, run: Callable[[argparse.Namespace, Any], int | None]) -> int:
         """Parse, set up logging, run; map user errors to exit codes (see :data:`EXIT_CODES`)."""
@@ -235,7 +273,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data synth": ("data_tools.synth:main", "render the synthetic dataset into shards"),
     "data inspect": ("data_tools.inspect:main", "validate a dataset and draw a contact sheet"),
     "data subject": ("data_tools.subject:main", "render a held-out synthetic subject folder"),
+    "head sheet": ("synshot.head.contact_sheet:main", "ray-traced sheet of sampled identities x expressions"),
     "train": ("train.run:main", "train the prior (one process, torchrun or srun)"),
+    "submit": ("slurm.submit:main", "submit training to SLURM through submitit"),
     "export": ("train.export:main", "export a run's checkpoint as one safetensors prior"),
     "invert": ("synshot.invert.__main__:main", "invert the prior on 1-3 images of a subject"),
     "drive": ("synshot.invert.drive:main", "drive an avatar with expressions"),

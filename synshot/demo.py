@@ -11,7 +11,6 @@ demo skips a stage whose stamp matches its command and whose outputs exist.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -24,7 +23,8 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from synshot.config import ConfigBase, ConfigError, load_config
+from synshot.cli import Command, UsageError
+from synshot.config import ConfigBase
 
 
 class DemoConfig(ConfigBase):
@@ -85,15 +85,15 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
     stages = [
         Stage("data", [[python, "-m", "data_tools.synth", "--config", cfg.data_config, "--out", str(data),
                         *cfg.data_overrides],
-                       [python, "-m", "data_tools.inspect", str(data), "--sheet", str(out / "data_sheet.png")]],
+                       [python, "-m", "data_tools.inspect", str(data), "--out", str(out / "data_sheet.png")]],
               [data / "train.json", out / "data_sheet.png"]),
         Stage("train", [[python, *train_cmd]], [run / "checkpoints" / "latest"], {"OMP_NUM_THREADS": "1"}),
         Stage("export", [[python, "-m", "train.export", "--ckpt", str(run), "--out", str(prior)]], [prior]),
         Stage("subjects", [[python, "-m", "data_tools.subject", "--seed", str(s), "--out", str(p), *cfg.subject_args]
                            for s, p in zip(cfg.subject_seeds + cfg.validation_seeds, subjects + validation)],
               [p / "cameras.json" for p in subjects + validation]),
-        Stage("invert", [[python, "-m", "synshot.invert", "--subject", str(subjects[0]), "--config", cfg.invert_config,
-                          "--ckpt", str(prior), "--out", str(avatar_dir), *cfg.invert_overrides]],
+        Stage("invert", [[python, "-m", "synshot.invert", str(subjects[0]), "--config", cfg.invert_config,
+                          "--prior", str(prior), "--out", str(avatar_dir), *cfg.invert_overrides]],
               [avatar_dir / f for f in ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json",
                                         "inputs_vs_renders.png")]),
         Stage("drive", [[python, "-m", "synshot.invert.drive", "--avatar", str(avatar_dir / "avatar.safetensors"),
@@ -205,29 +205,28 @@ def write_summary(cfg: DemoConfig, stages: list[Stage], seconds: dict[str, float
     return path
 
 
+CLI = Command("demo", "The whole pipeline at toy scale, one stage after the other (finished stages are reused).",
+              config_cls=DemoConfig, default_config="configs/demo/tiny.yaml",
+              out_help="output folder (report.md, metrics.json, every stage's outputs)", out_key="out",
+              example="synshot demo nproc=1 --out runs/demo2")
+CLI.parser.add_argument("--force", nargs="*", default=[], help="re-run these stages (and the ones after them)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/demo/tiny.yaml")
-    parser.add_argument("--force", nargs="*", default=[], help="re-run these stages (and the ones after them)")
-    parser.add_argument("overrides", nargs="*", help="key=value, e.g. nproc=1 out=runs/demo2")
-    args = parser.parse_args(argv)
-    from synshot.cli import SynshotError
+    return CLI.main(argv, run)
+
+
+def run(args, cfg: DemoConfig) -> int:
     from synshot.eval.splits import check_seeds
 
-    try:
-        cfg = load_config(DemoConfig, args.config, args.overrides)
-        check_seeds("test", cfg.subject_seeds, other=cfg.validation_seeds)
-        check_seeds("validation", cfg.validation_seeds)
-    except (ConfigError, SynshotError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    check_seeds("test", cfg.subject_seeds, other=cfg.validation_seeds)
+    check_seeds("validation", cfg.validation_seeds)
     out = Path(cfg.out)
     stages = build_stages(cfg)
     names = [s.name for s in stages]
     bad = [f for f in args.force if f not in names]
     if bad:
-        print(f"error: --force {bad}: stages are {names}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--force {bad}: stages are {names}")
     first_forced = min((names.index(f) for f in args.force), default=len(names))
     start = time.perf_counter()
     seconds: dict[str, float] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from synshot.cli import (
@@ -75,3 +77,77 @@ def test_console_script_lists_commands_and_rejects_unknown(capsys):
     assert "invert" in out and "data synth" in out
     assert synshot_main(["frobnicate"]) == EXIT_USAGE
     assert "unknown command" in capsys.readouterr().err
+
+
+# Every subcommand: its positional words, a key its --config file sets and a key=value override.
+SUBCOMMANDS = {
+    "data synth": ([], "num_identities", 3, "seed", 5),
+    "data inspect": (["data/none"], "sheet_samples", 2, "verify_hash", True),
+    "data subject": ([], "size", 32, "seed", 3001),
+    "head sheet": ([], "identities", 2, "spp", 4),
+    "train": ([], "max_steps", 7, "seed", 3),
+    "submit": ([], "max_steps", 7, "seed", 3),
+    "export": ([], "run", "runs/a", "run", "runs/b"),
+    "invert": (["subjects/s1"], "seed", 4, "stage1.steps", 9),
+    "drive": ([], "device", "cpu", "expr", "seq.json"),
+    "eval": ([], "grid_frames", 2, "reuse", False),
+    "bench": ([], "quick", True, "only", ["model"]),
+    "demo": ([], "nproc", 1, "subject_seeds", [3001, 3002]),
+}
+
+
+def _cli_of(name: str) -> Command:
+    import importlib
+
+    from synshot.cli import COMMANDS
+
+    module = importlib.import_module(COMMANDS[name][0].split(":")[0])
+    assert isinstance(module.CLI, Command) and module.CLI.name == name
+    return module.CLI
+
+
+def test_every_subcommand_is_covered():
+    from synshot.cli import COMMANDS
+
+    assert set(COMMANDS) == set(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("name", list(SUBCOMMANDS))
+def test_subcommand_takes_config_overrides_and_out(name, tmp_path, capsys):
+    import yaml
+
+    positional, file_key, file_value, key, value = SUBCOMMANDS[name]
+    cli = _cli_of(name)
+    default = cli.parser.get_default("config")
+    cfg_file = tmp_path / "c.yaml"
+    doc = {"inherit": str(Path(default).resolve())} if default else {}
+    cfg_file.write_text(yaml.safe_dump({**doc, file_key: file_value}))
+    # overrides before, between and after the options
+    args, cfg = cli.parse([f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}",
+                           *positional, "--config", str(cfg_file), "--out", str(tmp_path / "o")])
+    dump = cfg.model_dump()
+
+    def get(d, dotted):
+        for part in dotted.split("."):
+            d = d[part]
+        return d
+
+    if key != file_key:
+        assert get(dump, file_key) == file_value
+    assert get(dump, key) == value
+    out = get(dump, cli.out_key) if cli.out_key else args.out
+    assert out == str(tmp_path / "o")
+    assert cli.main(["--help"], lambda a, c: 0) == 0
+    help_text = capsys.readouterr().out
+    assert "--config" in help_text and "--out" in help_text and "key=value" in help_text
+
+
+@pytest.mark.parametrize("name", list(SUBCOMMANDS))
+def test_subcommand_rejects_unknown_key_with_exit_2(name, capsys):
+    from synshot.cli import main as synshot_main
+
+    positional = SUBCOMMANDS[name][0]
+    rc = synshot_main([*name.split(), *positional, "no_such_key=1"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE, err
+    assert "error:" in err and "no_such_key: unknown key" in err and "Traceback" not in err

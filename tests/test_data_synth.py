@@ -44,7 +44,7 @@ def test_synth_array_tasks_skip_finalize_inspect_and_load(tmp_path, capsys):
     assert manifest["generator_config"]["head_model_version"]
     # inspect --json: valid, counts match, contact sheet written
     sheet = tmp_path / "sheet.png"
-    assert inspect_cli.main([out, "--json", "--sheet", str(sheet), "--verify-hash"]) == 0
+    assert inspect_cli.main([out, "--json", "--out", str(sheet), "--verify-hash"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["num_samples"] == 4 and report["corrupt_samples"] == 0
     assert report["splits"]["train"]["image_sizes"] == [[32, 32]] and report["splits"]["val"]["uv_sizes"] == [32]

@@ -103,7 +103,7 @@ def test_cli_end_to_end_writes_every_output_without_deepspeed(subject_dir, prior
     code = (
         "import sys\n"
         "from synshot.invert.__main__ import main\n"
-        f"rc = main(['--subject', {str(subject_dir)!r}, '--ckpt', {str(prior_path)!r}, '--out', {str(out)!r},"
+        f"rc = main([{str(subject_dir)!r}, '--prior', {str(prior_path)!r}, '--out', {str(out)!r},"
         f" '--config', {str(ROOT / 'configs/invert/tiny.yaml')!r}, 'image_size={SIZE}', 'head_mesh=tiny',"
         " 'stage1.steps=3', 'stage2.steps=4', 'stage2.lr=3e-3', 'output.turntable_frames=3', 'progress=false',"
         f" 'lpips_backbone={lpips_path}', 'arcface_model={arc_path}'])\n"

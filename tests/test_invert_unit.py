@@ -118,11 +118,12 @@ def test_prior_from_another_head_model_version_is_refused(tmp_path):
     with pytest.raises(ExportError, match=r"old.safetensors: exported for head model 'synhead-0'"):
         load_exported(tmp_path / "old.safetensors")
 
+    from synshot.cli import EXIT_CHECKPOINT
     from synshot.invert.__main__ import main
 
-    rc = main(["--subject", str(tmp_path / "nowhere"), "--ckpt", str(tmp_path / "old.safetensors"),
+    rc = main([str(tmp_path / "nowhere"), "--prior", str(tmp_path / "old.safetensors"),
                "--out", str(tmp_path / "o"), "--config", "configs/invert/tiny.yaml"])
-    assert rc == 2
+    assert rc == EXIT_CHECKPOINT
 
 
 def test_avatar_from_another_head_model_version_is_refused(tmp_path):

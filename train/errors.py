@@ -1,21 +1,26 @@
-"""Exit codes of ``python -m train`` and the errors that map to them.
+"""Exit codes of ``synshot train`` (``python -m train``) and the errors that map to them.
 
-The SLURM scripts branch on these: PREEMPTED means "a checkpoint was written on a signal, requeue
-me"; everything else non-zero is a real failure that a requeue would only repeat.
+The codes are the families of :mod:`synshot.cli` (one table for every command). The SLURM scripts
+branch on them: PREEMPTED means "a checkpoint was written on a signal, requeue me"; everything else
+non-zero is a real failure that a requeue would only repeat.
 """
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_ERROR = 1  # unexpected exception (traceback printed)
-EXIT_CONFIG = 2  # bad config / command line (message names the file and key)
-EXIT_CHECKPOINT = 3  # checkpoint missing, truncated, corrupt or incompatible with the config
-EXIT_NONFINITE = 4  # too many non-finite losses in a row
-EXIT_DATA = 5  # dataset missing, inconsistent with the config, or too corrupt
-EXIT_PREEMPTED = 75  # SIGUSR1/SIGTERM: checkpoint written, requeue to resume (EX_TEMPFAIL)
+from synshot.cli import (
+    EXIT_BUG as EXIT_ERROR,
+    EXIT_CHECKPOINT,
+    EXIT_DATA,
+    EXIT_NONFINITE,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    EXIT_USAGE as EXIT_CONFIG,
+    CheckpointFileError,
+    NonFiniteError,
+)
 
-
-from synshot.cli import CheckpointFileError, NonFiniteError
+__all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_CONFIG", "EXIT_CHECKPOINT", "EXIT_NONFINITE", "EXIT_DATA",
+           "EXIT_PREEMPTED", "CheckpointError", "NonFiniteLossError"]
 
 
 class CheckpointError(CheckpointFileError, RuntimeError):

@@ -1,4 +1,4 @@
-"""``python -m train.export --ckpt RUN_OR_CKPT_DIR --out FILE.safetensors``: DeepSpeed -> plain weights.
+"""``synshot export [RUN] [--out FILE.safetensors]``: a DeepSpeed checkpoint -> plain weights.
 
 Consolidates the fp32 weights of a training checkpoint (ZeRO 1-3 shards via DeepSpeed's
 ``zero_to_fp32``; stage 0 from ``mp_rank_00_model_states.pt["module"]``, where zero_to_fp32 does
@@ -9,18 +9,20 @@ needed to load). Checkpoint files are read with pickle: only export checkpoints 
 
 from __future__ import annotations
 
-import argparse
 import io
-import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from synshot.config import ConfigError, validate_config
+from synshot.cli import EXIT_OK, Command, get_logger
+from synshot.config import ConfigBase, ConfigError, validate_config
+from synshot.runs import prior_path, run_root
 from train.checkpoint import read_meta, resolve_checkpoint
-from train.errors import EXIT_CHECKPOINT, EXIT_OK, CheckpointError
+from train.errors import CheckpointError
+
+log = get_logger(__name__)
 
 
 def consolidated_state_dict(path: Path, zero_stage: int) -> dict[str, torch.Tensor]:
@@ -67,18 +69,28 @@ def export(ckpt: str | Path, out: str | Path):
     return save_exported(model, cfg.model, out), model
 
 
+class ExportConfig(ConfigBase):
+    """Which training checkpoint to export."""
+
+    run: str = "runs/tiny"  # run folder (latest checkpoint), its checkpoints/ folder, or one step_* folder
+
+
+CLI = Command("export", "Export a training checkpoint as one safetensors prior (no DeepSpeed needed to load).",
+              config_cls=ExportConfig, out_help="output .safetensors (default <run>/prior.safetensors)",
+              example="synshot export runs/tiny   # -> runs/tiny/prior.safetensors")
+CLI.option("run", key="run", help="run folder, its checkpoints/ or a step_* folder")
+CLI.option("--ckpt", key="run", help="the same as RUN")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n")[0])
-    p.add_argument("--ckpt", required=True, help="runs/<name>, runs/<name>/checkpoints or .../step_00001000")
-    p.add_argument("--out", required=True, help="output .safetensors file")
-    args = p.parse_args(argv)
-    try:
-        out, model = export(args.ckpt, args.out)
-    except CheckpointError as exc:
-        print(f"[export] checkpoint error: {exc}", file=sys.stderr)
-        return EXIT_CHECKPOINT
+    return CLI.main(argv, run)
+
+
+def run(args, cfg: ExportConfig) -> int:
+    out = args.out or prior_path(run_root(cfg.run))
+    out, model = export(cfg.run, out)
     n = sum(p.numel() for p in model.parameters())
-    print(f"[export] wrote {out} ({n} parameters)", file=sys.stderr)
+    log.info("wrote %s (%d parameters)", out, n)
     return EXIT_OK
 
 

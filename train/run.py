@@ -5,37 +5,25 @@ Wiring only; each piece lives in its own module. Returns the exit codes of :mod:
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
-import traceback
 import warnings
 from pathlib import Path
 from typing import Sequence
 
-from synshot.config import ConfigError
-from train.errors import (
-    EXIT_CHECKPOINT, EXIT_CONFIG, EXIT_DATA, EXIT_ERROR, EXIT_NONFINITE, CheckpointError, NonFiniteLossError,
+from synshot.cli import Command, DataFileError, process_rank
+from train.errors import CheckpointError
+
+CLI = Command(
+    "train", "Train the SynShot prior with DeepSpeed (one process, torchrun, or srun: one task per GPU).",
+    config_cls="train.config:TrainConfig", default_config="configs/train/tiny.yaml",
+    out_help="runs folder (config key out_dir): the run writes <out>/<name>/ (checkpoints/, tb/, config.json)",
+    out_key="out_dir",
+    example="synshot train --config configs/train/tiny.yaml max_steps=50 optim.lr=1e-3",
 )
-
-USAGE_EXAMPLE = "python -m train --config configs/train/tiny.yaml max_steps=50 optim.lr=1e-3"
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m train",
-        description="Train the SynShot prior with DeepSpeed (one process, torchrun, or srun: one task per GPU).",
-        epilog=f"example: {USAGE_EXAMPLE}\nexit codes: 0 done, 1 crash, 2 bad config/CLI, 3 bad checkpoint, "
-               "4 non-finite loss abort, 5 bad data, 75 checkpointed on SIGUSR1/SIGTERM (requeue to resume)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", required=True, help="YAML file, e.g. configs/train/tiny.yaml")
-    p.add_argument("--resume", default="auto",
-                   help="auto (default: latest checkpoint of the run if any), never, or a checkpoint/run dir")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_steps=100 distributed.zero_stage=2")
-    return p.parse_intermixed_args(argv)  # options may follow key=value overrides
+CLI.parser.add_argument("--resume", default="auto",
+                        help="auto (default: latest checkpoint of the run if any), never, or a checkpoint/run dir")
 
 
 def _log(rank: int, msg: str) -> None:
@@ -192,32 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train.preempt import StopRequest
 
     stop = StopRequest().install()  # first of all: a SIGUSR1/SIGTERM during start-up is remembered, not fatal
-    args = parse_args(argv)
     # DeepSpeed 0.19.8 ZeRO calls a deprecated torch collective on every step: one line per rank, no information
     warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
-    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    return CLI.main(argv, lambda args, cfg: _run(args, cfg, stop))
+
+
+def _run(args, cfg, stop) -> int:
     try:
-        from train.config import load_train_config
-
-        cfg = load_train_config(args.config, args.overrides)
         return train(cfg, args.resume, stop)
-    except ConfigError as exc:
-        print(f"[train] config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except CheckpointError as exc:
-        print(f"[train] checkpoint error: {exc}", file=sys.stderr)
-        return EXIT_CHECKPOINT
-    except NonFiniteLossError as exc:
-        print(f"[train] {exc}", file=sys.stderr)
-        return EXIT_NONFINITE
-    except Exception as exc:  # data problems get their own code, anything else is a crash with traceback
-        from synshot.cli import DataFileError, SynshotError
-
-        if isinstance(exc, DataFileError):
-            print(f"[train] data error (rank {rank}): {exc}", file=sys.stderr)
-            return EXIT_DATA
-        if isinstance(exc, SynshotError):  # output path, lock, ... : the user's to fix, no traceback
-            print(f"[train] error: {exc}", file=sys.stderr)
-            return exc.exit_code
-        traceback.print_exc()
-        return EXIT_ERROR
+    except DataFileError as exc:  # every rank reads its own shards: say which one failed
+        raise DataFileError(f"data error (rank {process_rank()}): {exc}") from None

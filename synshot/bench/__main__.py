@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import platform
 import time
 import traceback
 from pathlib import Path
+from typing import Literal
 
 from synshot.bench import AREAS
+from synshot.cli import Command
+from synshot.config import ConfigBase
 
 
 def _environment() -> dict:
@@ -28,15 +30,27 @@ def _environment() -> dict:
     return env
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", nargs="*", choices=AREAS, help="run only these areas")
-    parser.add_argument("--out", default="results/bench.json")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for smoke runs")
-    args = parser.parse_args(argv)
+class BenchConfig(ConfigBase):
+    """Which benchmarks to run and at what size."""
 
+    only: list[Literal[AREAS]] | None = None  # areas to run (default: all of synshot.bench.AREAS)
+    quick: bool = False  # smaller sizes, for smoke runs
+
+
+CLI = Command("bench", "Run the benchmarks: named figures -> a JSON file and a printed table.",
+              config_cls=BenchConfig, out_help="JSON file (default results/bench.json)",
+              example="synshot bench --only render --out results/bench_render.json")
+CLI.option("--only", key="only", nargs="*", choices=AREAS, help="run only these areas")
+CLI.option("--quick", key="quick", action="store_true", help="smaller sizes, for smoke runs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return CLI.main(argv, run)
+
+
+def run(args, cfg: BenchConfig) -> int:
     results: dict = {"environment": _environment(), "figures": {}, "errors": {}}
-    for area in args.only or AREAS:
+    for area in cfg.only or AREAS:
         try:
             module = importlib.import_module(f"synshot.bench.{area}")
         except ModuleNotFoundError as exc:
@@ -46,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         start = time.perf_counter()
         try:
-            figures = module.run(quick=args.quick)
+            figures = module.run(quick=cfg.quick)
         except Exception as exc:  # one failing area must not hide the others' numbers
             results["errors"][area] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
@@ -54,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         results["figures"].update(figures)
         print(f"[bench] {area}: {len(figures)} figures in {time.perf_counter() - start:.1f} s", flush=True)
 
-    out = Path(args.out)
+    out = Path(args.out or "results/bench.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, sort_keys=True))
     width = max((len(k) for k in results["figures"]), default=10)

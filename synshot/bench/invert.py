@@ -40,7 +40,7 @@ def run(quick: bool = False) -> dict[str, float | int]:
         prior = save_exported(SynShotPrior(mcfg), mcfg, tmp / "prior.safetensors")
         out = tmp / "out"
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cmd = [sys.executable, "-m", "synshot.invert", "--subject", str(subject), "--ckpt", str(prior),
+        cmd = [sys.executable, "-m", "synshot.invert", str(subject), "--prior", str(prior),
                "--out", str(out), "--config", str(ROOT / "configs/invert/tiny.yaml"), "device=cpu",
                f"image_size={size}", "head_mesh=tiny", f"stage1.steps={steps}", f"stage2.steps={steps}",
                "progress=false", "output.turntable_frames=6"]

@@ -1,37 +1,33 @@
-"""python -m synshot.eval [--config configs/eval/tiny.yaml] [key=value ...] -> report.md, metrics.json, grids."""
+"""``synshot eval [--config configs/eval/tiny.yaml] [--out DIR] [key=value ...]`` -> report.md, metrics.json, grids."""
 
 from __future__ import annotations
 
-import argparse
-import sys
+from synshot.cli import Command, UsageError, get_logger
+from synshot.config import dump_config
 
-from synshot.config import ConfigError, dump_config, load_config
+log = get_logger(__name__)
+
+CLI = Command("eval", "Evaluate the SynShot inversion against baselines and ablations on held-out subjects.",
+              config_cls="synshot.eval.config:EvalConfig", default_config="configs/eval/tiny.yaml",
+              out_help="output folder: report.md, metrics.json, grids", out_key="out",
+              example="synshot eval --out runs/eval2 methods=[full,no_prior]")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate the SynShot inversion against baselines and ablations.")
-    parser.add_argument("--config", default="configs/eval/tiny.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value, e.g. out=runs/eval2 methods=[full,no_prior]")
-    args = parser.parse_args(argv)
-    from synshot.eval.config import EvalConfig
+    return CLI.main(argv, run)
+
+
+def run(args, cfg) -> int:
     from synshot.eval.protocol import Evaluator
     from synshot.eval.report import write_report
 
     try:
-        cfg = load_config(EvalConfig, args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from synshot.cli import SynshotError
-
-    try:
         results, subjects = Evaluator(cfg).run()
-    except (FileNotFoundError, SynshotError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
     path = write_report(results, subjects, cfg.out, dump_config(cfg), cfg.grid_frames, cfg.split,
                         cfg.bootstrap_replicates, cfg.tile_size)
-    print(f"[eval] report: {path}")
+    log.info("report: %s", path)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Population contact sheet: N sampled identities x M expressions, ray traced, saved as one PNG.
 
-    python -m synshot.head.contact_sheet --out docs/img/population.png --identities 8 --expressions 4
+    synshot head sheet --out docs/img/population.png --identities 8 --expressions 4
 
 Why: the quickest check that sampled heads look like heads (eyes, mouth, hair, ears) and that the
 population is diverse; the data inspect tool makes similar sheets from shards.
@@ -8,16 +8,21 @@ population is diverse; the data inspect tool makes similar sheets from shards.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field
+
+from synshot.cli import Command, get_logger
+from synshot.config import ConfigBase
 
 from synshot.head import EXPRESSION_NAMES, HeadConfig, HeadModel, sample_cameras, sample_expression, sample_identity
 from synshot.head.params import look_at_w2c
 from synshot.raytrace import RayTraceConfig, RayTracer
+
+log = get_logger(__name__)
 
 # columns after the first (random) one show these expressions when there is room
 _SHOWCASE = [{"jaw_open": 1.0}, {"smile_l": 1.0, "smile_r": 1.0, "brow_up_l": 0.6, "brow_up_r": 0.6},
@@ -80,27 +85,42 @@ def uv_layout_image(size: int = 256, seed: int = 0, head_cfg: HeadConfig | None 
     return np.concatenate([tex, reg, pos], 1)
 
 
+class SheetConfig(ConfigBase):
+    """Size and sampling of the population sheet."""
+
+    identities: int = Field(8, ge=1)
+    expressions: int = Field(4, ge=1)
+    size: int = Field(128, ge=16)
+    spp: int = Field(32, ge=1)
+    seed: int = 0
+    max_kib: int = Field(290, ge=1)  # above this, store a 256-colour palette PNG
+    uv_layout: str | None = None  # also write the UV layout (albedo | regions | positions) to this PNG
+
+
+CLI = Command("head sheet", "Ray-traced contact sheet of sampled identities x expressions (one PNG).",
+              config_cls=SheetConfig, out_help="PNG to write (default docs/img/population.png)",
+              example="synshot head sheet --out docs/img/population.png seed=4 uv_layout=docs/img/uv_layout.png")
+CLI.option("--identities", key="identities", type=int)
+CLI.option("--expressions", key="expressions", type=int)
+CLI.option("--seed", key="seed", type=int)
+CLI.option("--uv-layout", key="uv_layout", help="also write the UV layout to this PNG")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="docs/img/population.png")
-    p.add_argument("--identities", type=int, default=8)
-    p.add_argument("--expressions", type=int, default=4)
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--spp", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-kib", type=int, default=290, help="above this, store a 256-colour palette PNG")
-    p.add_argument("--uv-layout", help="also write the UV layout (albedo | regions | positions) to this PNG")
-    a = p.parse_args(argv)
+    return CLI.main(argv, run)
+
+
+def run(args, a: SheetConfig) -> int:
     if a.uv_layout:
         Image.fromarray(uv_layout_image(256, a.seed)).save(a.uv_layout, optimize=True)
-        print(f"wrote {a.uv_layout}")
+        log.info("wrote %s", a.uv_layout)
     img = population_sheet(a.identities, a.expressions, a.size, a.seed, a.spp)
-    out = Path(a.out)
+    out = Path(args.out or "docs/img/population.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(img).save(out, optimize=True)
     if out.stat().st_size > a.max_kib * 1024:          # path-tracing noise compresses badly: use a palette
         Image.fromarray(img).quantize(256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
-    print(f"wrote {out} ({out.stat().st_size // 1024} KiB, {img.shape[1]}x{img.shape[0]})")
+    log.info("wrote %s (%d KiB, %dx%d)", out, out.stat().st_size // 1024, img.shape[1], img.shape[0])
     return 0
 
 

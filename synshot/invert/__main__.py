@@ -1,40 +1,41 @@
-"""python -m synshot.invert --subject DIR [--ckpt FILE] [--out DIR] [--config YAML] [key=value ...]"""
+"""``synshot invert SUBJECT [--prior FILE] [--out DIR] [--config YAML] [key=value ...]``."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from synshot.config import ConfigError, load_config
+from synshot.cli import CheckpointFileError, Command, UsageError
+from synshot.runs import invert_dir
+
+CLI = Command("invert", "Invert the SynShot prior on 1-3 images of one subject (pivotal tuning).",
+              config_cls="synshot.invert.config:InvertConfig", default_config="configs/invert/tiny.yaml",
+              out_help="output folder (default <run>/invert/<subject name>)",
+              example="synshot invert subjects/s3001 run=runs/tiny stage1.steps=50")
+CLI.parser.add_argument("subject", nargs="?", help="subject folder (images/, cameras.json, params.json)")
+CLI.parser.add_argument("--subject", dest="subject_opt", help=argparse.SUPPRESS)  # older spelling
+CLI.option("--prior", key="ckpt", help="exported prior (.safetensors); default <run>/prior.safetensors")
+CLI.option("--ckpt", key="ckpt", help=argparse.SUPPRESS)  # older spelling of --prior
+CLI.option("--run", key="run", help="run folder: its prior is inverted and the outputs go under it")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synshot.invert",
-                                     description="Invert the SynShot prior on a few images of a subject.")
-    parser.add_argument("--subject", required=True, help="subject folder (images/, cameras.json, params.json)")
-    parser.add_argument("--ckpt", help="exported prior (.safetensors); overrides ckpt= in the config")
-    parser.add_argument("--out", help="output folder (default runs/invert/<subject name>)")
-    parser.add_argument("--config", default="configs/invert/default.yaml", help="YAML config")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stage1.steps=50")
-    args = parser.parse_args(argv)
+    return CLI.main(argv, run)
 
-    from synshot.invert.config import InvertConfig
+
+def run(args, cfg) -> int:
     from synshot.invert.run import run_inversion
-    from synshot.invert.subject import SubjectError
+    from synshot.model.io import ExportError
 
-    overrides = list(args.overrides) + ([f"ckpt={args.ckpt}"] if args.ckpt else [])
+    subject = args.subject or args.subject_opt
+    if not subject:
+        raise UsageError("no subject folder: synshot invert SUBJECT_DIR (see synshot invert --help)")
+    out = args.out or invert_dir(cfg.run, subject)
     try:
-        cfg = load_config(InvertConfig, args.config, overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else Path("runs/invert") / Path(args.subject).resolve().name
-    try:
-        run_inversion(cfg, args.subject, out)
-    except (SubjectError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        run_inversion(cfg, subject, out)
+    except ExportError as exc:
+        raise CheckpointFileError(str(exc)) from None
+    except (FileNotFoundError, ValueError) as exc:  # SubjectError included: the message names the file
+        raise UsageError(str(exc)) from None
     return 0
 
 

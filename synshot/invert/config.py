@@ -84,7 +84,8 @@ class OutputConfig(ConfigBase):
 class InvertConfig(ConfigBase):
     """Everything one inversion run needs besides the subject folder and the prior checkpoint."""
 
-    ckpt: str = "runs/train/export/prior.safetensors"
+    run: str = "runs/tiny"  # run folder (synshot.runs): its prior is inverted, outputs go to <run>/invert/<subject>
+    ckpt: str | None = None  # exported prior; None: the run's prior (synshot.runs.resolve_prior)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: Literal["auto", "torch", "gsplat"] = "auto"

@@ -1,7 +1,7 @@
 """Drive an avatar with an expression sequence -> driven.mp4.
 
-    python -m synshot.invert.drive --avatar runs/invert/S/avatar.safetensors --expr SEQ.json --out driven.mp4
-    python -m synshot.invert.drive --avatar ... --expr subjects/OTHER --out driven.mp4   # cross-reenactment
+    synshot drive runs/tiny/invert/S/avatar.safetensors --expr SEQ.json --out driven.mp4
+    synshot drive --subject S --expr subjects/OTHER   # the run's avatar of S; cross-reenactment
 
 ``SEQ.json``::
 
@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pydantic import Field
 
-from synshot.invert.avatar import Avatar, load_avatar
+from synshot.cli import CheckpointFileError, Command, SynshotError, UsageError, get_logger
+from synshot.config import ConfigBase
+from synshot.invert.avatar import Avatar, AvatarError, load_avatar
+from synshot.runs import DEFAULT_RUN, avatar_path
 from synshot.invert.video import image_grid, write_mp4
+
+
+log = get_logger(__name__)
 
 
 class DriveError(ValueError):
@@ -124,45 +130,70 @@ def drive(avatar: Avatar, seq: DriveSequence, out: str | Path, side_by_side: boo
     return write_mp4(out, frames, fps=seq.fps)
 
 
+class DriveConfig(ConfigBase):
+    """Which avatar to drive, with what, and how to render it."""
+
+    run: str = DEFAULT_RUN  # with ``subject``: drive <run>/invert/<subject>/avatar.safetensors
+    avatar: str | None = None  # an avatar file (overrides run + subject)
+    subject: str | None = None  # the inverted subject (its folder or name)
+    expr: str | None = None  # sequence JSON, or another subject folder (cross-reenactment)
+    side_by_side: bool = False  # source frame | render (subject folders)
+    size: int | None = Field(None, ge=16)  # image long side for subject folders (default: the avatar's)
+    device: str = "cpu"
+    ply: str | None = None  # also bake every frame to a world-space 3DGS .ply in this folder (+ frames.json)
+    compressed: bool = False  # with ply: also a SuperSplat .compressed.ply per frame
+    video: bool = True  # false (with ply): skip the MP4
+
+
+CLI = Command("drive", "Render an avatar driven by an expression sequence (or another subject's frames).",
+              config_cls=DriveConfig, out_help="output MP4 (default: next to the avatar, driven.mp4)",
+              example="synshot drive --subject subjects/s3001 --expr subjects/s3002 --side-by-side")
+CLI.option("avatar", key="avatar", help="avatar.safetensors from synshot invert")
+CLI.option("--avatar", key="avatar", help=argparse.SUPPRESS)  # older spelling
+CLI.option("--subject", key="subject", help="drive the run's avatar of this subject")
+CLI.option("--expr", key="expr", help="sequence JSON, or another subject folder")
+CLI.option("--side-by-side", key="side_by_side", action="store_true", help="source frame | render")
+CLI.option("--size", key="size", type=int, help="image long side for subject folders")
+CLI.option("--device", key="device", help="cpu or cuda")
+CLI.option("--ply", key="ply", help="also bake every frame to a world-space 3DGS .ply in this folder (+ frames.json)")
+CLI.option("--compressed", key="compressed", action="store_true", help="with --ply: also SuperSplat .compressed.ply")
+CLI.option("--no-video", key="video", action="store_false", help="with --ply: skip the MP4")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synshot.invert.drive",
-                                     description="Render an avatar driven by an expression sequence.")
-    parser.add_argument("--avatar", required=True, help="avatar.safetensors from python -m synshot.invert")
-    parser.add_argument("--expr", required=True, help="sequence JSON, or another subject folder (cross-reenactment)")
-    parser.add_argument("--out", default=None, help="output MP4 (default: next to the avatar, driven.mp4)")
-    parser.add_argument("--side-by-side", action="store_true", help="source frame | render (subject folders)")
-    parser.add_argument("--size", type=int, default=None, help="image long side for subject folders")
-    parser.add_argument("--ply", default=None, metavar="DIR",
-                        help="also bake every frame to a world-space 3DGS .ply in DIR (+ frames.json)")
-    parser.add_argument("--compressed", action="store_true", help="with --ply: also SuperSplat .compressed.ply")
-    parser.add_argument("--no-video", action="store_true", help="with --ply: skip the MP4")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    from synshot.cli import SynshotError
+    return CLI.main(argv, run)
+
+
+def run(args, cfg: DriveConfig) -> int:
     from synshot.invert.subject import SubjectError
 
+    if cfg.avatar is None and cfg.subject is None:
+        raise UsageError("which avatar? pass AVATAR (a file) or --subject NAME (its avatar under the run)")
+    if cfg.expr is None:
+        raise UsageError("no expressions: pass --expr SEQ.json or --expr SUBJECT_DIR")
+    avatar_file = Path(cfg.avatar) if cfg.avatar else avatar_path(cfg.run, cfg.subject)
     try:
-        avatar = load_avatar(args.avatar, device=args.device)
-        expr = Path(args.expr)
-        size = args.size or int(avatar.invert_config.get("image_size", avatar.reference["width"]))
+        avatar = load_avatar(avatar_file, device=cfg.device)
+        expr = Path(cfg.expr)
+        size = cfg.size or int(avatar.invert_config.get("image_size", avatar.reference["width"]))
         seq = sequence_from_subject(expr, avatar, size) if expr.is_dir() else sequence_from_json(expr, avatar)
-        out = Path(args.out) if args.out else Path(args.avatar).parent / "driven.mp4"
+        out = Path(args.out) if args.out else avatar_file.parent / "driven.mp4"
         bg = tuple(avatar.invert_config.get("background", (1.0, 1.0, 1.0)))
-        if args.ply:
+        if cfg.ply:
             from synshot.view.plyseq import export_ply_sequence
 
-            index = export_ply_sequence(avatar, seq, args.ply, compressed=args.compressed)
-            print(f"[drive] {seq.expressions.shape[0]} world-space .ply frames -> {index}")
-        if not (args.ply and args.no_video):
-            drive(avatar, seq, out, side_by_side=args.side_by_side, background=bg,
+            index = export_ply_sequence(avatar, seq, cfg.ply, compressed=cfg.compressed)
+            log.info("%d world-space .ply frames -> %s", seq.expressions.shape[0], index)
+        if not (cfg.ply and not cfg.video):
+            drive(avatar, seq, out, side_by_side=cfg.side_by_side, background=bg,
                   backend=avatar.invert_config.get("backend", "auto"))
-            print(f"[drive] {seq.expressions.shape[0]} frames -> {out}")
-    except SynshotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+            log.info("%d frames -> %s", seq.expressions.shape[0], out)
+    except SynshotError:
+        raise
+    except AvatarError as exc:
+        raise CheckpointFileError(str(exc)) from None
     except (DriveError, SubjectError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     return 0
 
 

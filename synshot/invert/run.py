@@ -25,6 +25,7 @@ from synshot.invert.export import (
 from synshot.invert.headio import HeadAdapter
 from synshot.invert.pti import Inversion, resolve_device
 from synshot.invert.subject import SubjectError, check_cameras_see_head, load_subject
+from synshot.runs import resolve_prior
 
 OUTPUT_FILES = ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json", "inputs_vs_renders.png")
 
@@ -71,7 +72,7 @@ def prepare_subject(cfg: InvertConfig, subject_dir: str | Path, head: HeadAdapte
 
 
 def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Path, log=print) -> dict[str, Any]:
-    """Invert ``subject_dir`` with the prior ``cfg.ckpt`` and write the outputs to ``out_dir``."""
+    """Invert ``subject_dir`` with the prior ``cfg.ckpt`` (default: the run's) and write the outputs to ``out_dir``."""
     start = time.perf_counter()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -79,7 +80,8 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
         torch.cuda.reset_peak_memory_stats(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, _ = load_prior(cfg.ckpt, device)
+    prior = resolve_prior(cfg.ckpt, cfg.run)
+    model, _ = load_prior(prior, device)
     subject, head = prepare_subject(cfg, subject_dir)
     for w in subject.warnings:
         warnings.warn(w, stacklevel=2)
@@ -90,7 +92,7 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
         writer = SummaryWriter(str(out / "tb"))
         writer.add_text("config", "```\n" + dump_config(cfg) + "\n```")
     log(f"[invert] {subject.name}: {len(subject.frames)} input frames, {len(subject.eval_frames)} eval frames, "
-        f"prior {cfg.ckpt} ({sum(model.gaussian_counts().values())} Gaussians), device {device}")
+        f"prior {prior} ({sum(model.gaussian_counts().values())} Gaussians), device {device}")
     inv = Inversion(cfg, model, head, subject, device=device, writer=writer, log=log)
     t_prep = time.perf_counter() - start
     s1 = inv.stage1()
