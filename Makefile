@@ -1,9 +1,16 @@
-# SynShot: one entry point per job. Every target that needs the environment runs `setup` first.
+# SynShot: one target per pipeline stage, in pipeline order (`make help`). Every target that needs the
+# environment runs `setup` first, and calls the same code as the `synshot` command.
+#
+# Variables (override on the command line, e.g. `make train RUN=runs/small TRAIN_CONFIG=configs/train/small.yaml`):
+#   <STAGE>_CONFIG  the stage's YAML config          RUN      the run folder train/export/invert/drive share
+#   ARGS            key=value overrides for a stage  OUT      where a stage writes (default: inside RUN)
+#   SUBJECT, EXPR   subject folder to invert / expressions to drive it with
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
+SYNSHOT := $(PYTHON) -m synshot
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export PYTHONPATH := $(CURDIR)
@@ -14,11 +21,30 @@ export OMP_WAIT_POLICY ?= PASSIVE
 SETUP_STAMP := $(VENV)/.setup-done
 APT_PACKAGES := slurmctld slurmd slurm-client munge slurmdbd mariadb-server libllvm19 curl
 
-.PHONY: setup apt test test-fast demo data bench clean help
+# the run layout (synshot/runs.py): runs/<name>/{checkpoints,tb,prior.safetensors,invert/<subject>}
+RUN ?= runs/tiny
+DATA_CONFIG ?= configs/data/tiny.yaml
+DATA_OUT ?= data/tiny
+TRAIN_CONFIG ?= configs/train/tiny.yaml
+NPROC ?= 1
+INVERT_CONFIG ?= configs/invert/tiny.yaml
+SUBJECT_SEEDS ?= 3001 3002 3003
+SUBJECT_SIZE ?= 128
+SUBJECT ?= subjects/s3001
+EXPR ?= subjects/s3002
+DEMO_CONFIG ?= configs/demo/tiny.yaml
+EVAL_CONFIG ?= configs/demo/eval.yaml
+TUNE_CONFIG ?= configs/eval/tune_tiny.yaml
+TB_PORT ?= 6006
+TB_HOST ?= 127.0.0.1
+
+.PHONY: help setup apt data inspect subjects head-sheet train tensorboard export invert drive eval tune demo \
+	bench bench-model bench-render bench-gt test test-fast test-model test-render cluster-up cluster-down clean
 
 help:
-	@grep -E '^## ' Makefile | sed 's/^## //'
+	@awk '/^##@ /{printf "\n%s\n", substr($$0, 5); next} /^## /{print "  " substr($$0, 4)}' $(MAKEFILE_LIST)
 
+##@ setup
 ## setup        create .venv and install the pinned stack (+ Debian packages when root)
 setup: $(SETUP_STAMP)
 
@@ -36,7 +62,82 @@ apt:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
 	else echo "apt: not root; make sure these Debian packages are installed: $(APT_PACKAGES)"; fi
 
-## test         run the test suite (all but GPU-only tests)
+##@ data
+## data         render the synthetic dataset to DATA_OUT (DATA_CONFIG=configs/data/tiny.yaml), then validate it
+data: setup
+	$(SYNSHOT) data synth --config $(DATA_CONFIG) --out $(DATA_OUT) $(ARGS)
+	$(SYNSHOT) data inspect $(DATA_OUT) --out results/data_sheet.png
+
+## inspect      validate DATA_OUT and draw a contact sheet -> results/data_sheet.png
+inspect: setup
+	$(SYNSHOT) data inspect $(DATA_OUT) --out results/data_sheet.png $(ARGS)
+
+## subjects     render held-out subjects to subjects/s<seed> (SUBJECT_SEEDS="3001 3002 3003": test 3001-3020, validation 2001-2010)
+subjects: setup
+	for s in $(SUBJECT_SEEDS); do $(SYNSHOT) data subject --seed $$s --size $(SUBJECT_SIZE) --out subjects/s$$s $(ARGS) || exit 1; done
+
+## head-sheet   ray-traced contact sheet of sampled identities x expressions -> docs/img/population.png
+head-sheet: setup
+	$(SYNSHOT) head sheet --out docs/img/population.png seed=4 uv_layout=docs/img/uv_layout.png $(ARGS)
+
+##@ train
+## train        train the prior into RUN (TRAIN_CONFIG=configs/train/tiny.yaml, NPROC=1|n: torchrun)
+train: setup
+	$(if $(filter 1,$(NPROC)),$(PYTHON) -m train,$(PYTHON) -m torch.distributed.run --standalone --nproc_per_node $(NPROC) -m train) \
+	  --config $(TRAIN_CONFIG) out_dir=$(patsubst %/,%,$(dir $(RUN))) name=$(notdir $(RUN)) $(ARGS)
+
+## tensorboard  serve TensorBoard of RUN (RUN= for all of runs/; TB_PORT=6006 TB_HOST=127.0.0.1)
+tensorboard: setup
+	$(BIN)/tensorboard --logdir $(if $(RUN),$(RUN)/tb,runs) --port $(TB_PORT) --host $(TB_HOST)
+
+##@ export
+## export       consolidate RUN's latest checkpoint -> RUN/prior.safetensors
+export: setup
+	$(SYNSHOT) export $(RUN) $(if $(OUT),--out $(OUT),) $(ARGS)
+
+##@ invert
+## invert       invert SUBJECT with RUN's prior -> RUN/invert/<subject>/ (INVERT_CONFIG=configs/invert/tiny.yaml)
+invert: setup
+	$(SYNSHOT) invert $(SUBJECT) --config $(INVERT_CONFIG) --run $(RUN) $(if $(OUT),--out $(OUT),) $(ARGS)
+
+##@ drive
+## drive        drive RUN's avatar of SUBJECT with EXPR (a sequence JSON or another subject) -> driven.mp4 [PLY=dir: + world-space .ply per frame]
+drive: setup
+	$(SYNSHOT) drive --subject $(SUBJECT) --expr $(EXPR) run=$(RUN) --side-by-side $(if $(OUT),--out $(OUT),) $(if $(PLY),--ply $(PLY) --compressed,) $(ARGS)
+
+##@ eval
+## eval         demo pipeline on 10 test subjects + the paper's ablations (same budget and tuning) + baselines -> runs/demo/eval/report.md
+eval: setup
+	$(SYNSHOT) demo --config $(EVAL_CONFIG) $(ARGS)
+
+## tune         equal-budget search on the validation subjects (after `make eval` rendered them) -> runs/tune/tuning.md
+tune: setup
+	nice -n 10 $(PYTHON) -m synshot.eval.tune --config $(TUNE_CONFIG) 'eval_overrides=["prior=runs/demo/prior.safetensors"]' $(ARGS)
+
+##@ demo
+## demo         the whole pipeline at toy scale on a CPU -> runs/demo/report.md (re-running reuses finished stages)
+demo: setup
+	$(SYNSHOT) demo --config $(DEMO_CONFIG) $(ARGS)
+
+##@ bench
+## bench        every benchmark -> results/bench.json and a table
+bench: setup
+	$(SYNSHOT) bench $(ARGS)
+
+## bench-model  prior benchmarks only (tiny step time, parameters, Gaussians per part)
+bench-model: setup
+	$(SYNSHOT) bench --only model --out results/bench_model.json
+
+## bench-render renderer timings/peak memory -> results/bench-render.json
+bench-render: setup
+	$(SYNSHOT) bench --only render --out results/bench-render.json
+
+## bench-gt     ground-truth render speed (views/s at 128/256 px, 16 spp) and head model timings
+bench-gt: setup
+	$(PYTHON) -m synshot.raytrace.bench
+
+##@ test
+## test         the test suite (all but GPU-only tests)
 test: setup
 	$(PYTHON) -m pytest -q tests
 
@@ -44,27 +145,15 @@ test: setup
 test-fast: setup
 	$(PYTHON) -m pytest -q -m "not slow and not slurm" tests
 
-clean:
-	rm -rf runs results .cache .pytest_cache
-
-## bench        run the benchmarks -> results/bench.json and a table
-bench: setup
-	$(PYTHON) -m synshot.bench
-
-# ---- targets added by each area below (keep each area's targets together) ----
-
-# ---- prior model + losses (synshot/model/, synshot/losses/, configs/model/, docs/model.md) ----
-.PHONY: test-model bench-model
-## test-model   the prior's and the losses' tests (add OVERFIT=1 for the slow ray-traced overfit test)
+## test-model   the prior's and the losses' tests (OVERFIT=1 adds the slow ray-traced overfit test)
 test-model: setup
 	$(PYTHON) -m pytest -q tests/test_model.py tests/test_model_vq.py tests/test_model_sampler.py tests/test_model_io.py tests/test_losses.py $(if $(OVERFIT),tests/test_model_overfit.py,)
 
-## bench-model  prior benchmarks only (tiny step time, parameters, Gaussians per part)
-bench-model: setup
-	$(PYTHON) -m synshot.bench --only model --out results/bench_model.json
+## test-render  renderer tests (the GPU parity test runs only where CUDA is available)
+test-render: setup
+	$(PYTHON) -m pytest -q tests/test_render.py
 
-# ---- slurm launch (slurm/, docs/slurm.md) ----
-.PHONY: cluster-up cluster-down
+##@ cluster
 ## cluster-up   start the local SLURM cluster (root; NODES=1|2, GPUS=n fake GPUs/node); then: export SLURM_CONF=.cache/slurm/etc/slurm.conf
 cluster-up:
 	SYNSHOT_SLURM_NODES=$(or $(NODES),2) SYNSHOT_SLURM_GPUS=$(or $(GPUS),4) bash slurm/cluster/up.sh
@@ -73,88 +162,6 @@ cluster-up:
 cluster-down:
 	bash slurm/cluster/down.sh $(if $(PURGE),--purge,)
 
-# ---- inversion (synshot/invert/, data_tools/subject.py, docs/inversion.md) ----
-.PHONY: invert drive subjects
-INVERT_CONFIG ?= configs/invert/default.yaml
-## invert       invert a subject: make invert SUBJECT=subjects/s0 [CKPT=prior.safetensors] [OUT=dir] [INVERT_CONFIG=yaml] [ARGS="k=v ..."]
-invert: setup
-	@test -n "$(SUBJECT)" || { echo "usage: make invert SUBJECT=subjects/NAME [CKPT=file] [OUT=dir]"; exit 2; }
-	$(PYTHON) -m synshot.invert --subject $(SUBJECT) --config $(INVERT_CONFIG) $(if $(CKPT),--ckpt $(CKPT),) $(if $(OUT),--out $(OUT),) $(ARGS)
-
-## drive        drive an avatar: make drive SUBJECT=subjects/s0 EXPR=seq.json|subjects/s1 [AVATAR=file] [OUT=driven.mp4] [PLY=dir: + world-space .ply per frame]
-drive: setup
-	@test -n "$(EXPR)" && test -n "$(SUBJECT)$(AVATAR)" || { echo "usage: make drive SUBJECT=subjects/NAME EXPR=seq.json|subjects/OTHER"; exit 2; }
-	$(PYTHON) -m synshot.invert.drive --avatar $(or $(AVATAR),runs/invert/$(notdir $(SUBJECT))/avatar.safetensors) --expr $(EXPR) $(if $(OUT),--out $(OUT),) $(if $(PLY),--ply $(PLY) --compressed,) --side-by-side
-
-SUBJECT_SEEDS ?= 3001 3002 3003
-SUBJECT_SIZE ?= 128
-## subjects     render held-out subjects to subjects/ (SUBJECT_SEEDS="3001 3002 3003": test 3001-3020, validation 2001-2010)
-subjects: setup
-	for s in $(SUBJECT_SEEDS); do $(PYTHON) -m data_tools.subject --seed $$s --size $(SUBJECT_SIZE) --out subjects/s$$s || exit 1; done
-
-# ---- data (synshot/data/, data_tools/synth.py, data_tools/inspect.py, docs/data.md) ----
-.PHONY: data inspect
-DATA_CONFIG ?= configs/data/tiny.yaml
-DATA_OUT ?= data/tiny
-## data         render the synthetic dataset (DATA_CONFIG=configs/data/tiny.yaml DATA_OUT=data/tiny [DATA_ARGS="k=v ..."]), then validate it
-data: setup
-	$(PYTHON) -m data_tools.synth --config $(DATA_CONFIG) --out $(DATA_OUT) $(DATA_ARGS)
-	$(PYTHON) -m data_tools.inspect $(DATA_OUT) --sheet results/data_sheet.png
-
-## inspect      validate a dataset and draw a contact sheet (DATA_OUT=data/tiny -> results/data_sheet.png)
-inspect: setup
-	$(PYTHON) -m data_tools.inspect $(DATA_OUT) --sheet results/data_sheet.png
-
-# ---- training (train/, configs/train/, synshot/bench/train.py, docs/training.md) ----
-.PHONY: train export tensorboard
-CONFIG ?= configs/train/tiny.yaml
-NPROC ?= 1
-TB_PORT ?= 6006
-TB_HOST ?= 127.0.0.1
-## train        train the prior: make train [CONFIG=configs/train/tiny.yaml] [NPROC=1|n: torchrun] [ARGS="key=value ..."]
-train: setup
-	$(if $(filter 1,$(NPROC)),$(PYTHON) -m train,$(PYTHON) -m torch.distributed.run --standalone --nproc_per_node $(NPROC) -m train) --config $(CONFIG) $(ARGS)
-
-## export       consolidate a run's latest checkpoint: make export RUN=runs/tiny [OUT=runs/tiny/prior.safetensors]
-export: setup
-	@test -n "$(RUN)" || { echo "usage: make export RUN=runs/NAME [OUT=file.safetensors]"; exit 2; }
-	$(PYTHON) -m train.export --ckpt $(RUN) --out $(or $(OUT),$(RUN)/prior.safetensors)
-
-## tensorboard  serve TensorBoard: make tensorboard [RUN=runs/tiny] (default: all of runs/) [TB_PORT=6006 TB_HOST=127.0.0.1]
-tensorboard: setup
-	$(BIN)/tensorboard --logdir $(if $(RUN),$(RUN)/tb,runs) --port $(TB_PORT) --host $(TB_HOST)
-
-# ---- demo and evaluation (synshot/demo.py, synshot/eval/, docs/evaluation.md) ----
-.PHONY: demo eval tune
-DEMO_CONFIG ?= configs/demo/tiny.yaml
-## demo         the whole pipeline at toy scale on a CPU -> runs/demo/report.md (re-running reuses finished stages)
-demo: setup
-	$(PYTHON) -m synshot.demo --config $(DEMO_CONFIG) $(ARGS)
-
-## eval         demo pipeline on 10 test subjects + the paper's ablations (same budget and tuning) + baselines -> runs/demo/eval/report.md
-eval: setup
-	$(PYTHON) -m synshot.demo --config configs/demo/eval.yaml $(ARGS)
-
-## tune         equal-budget search on the validation subjects (after `make eval` rendered them) -> runs/tune/tuning.md
-tune: setup
-	nice -n 10 $(PYTHON) -m synshot.eval.tune --config configs/eval/tune_tiny.yaml 'eval_overrides=["prior=runs/demo/prior.safetensors"]' $(ARGS)
-
-# ---- renderer (synshot/render/, synshot/bench/render.py, docs/render.md) ----
-.PHONY: test-render bench-render
-## test-render  renderer tests (GPU parity test runs only where CUDA is available)
-test-render: setup
-	$(PYTHON) -m pytest -q tests/test_render.py
-
-## bench-render renderer timings/peak memory -> results/bench-render.json
-bench-render: setup
-	$(PYTHON) -m synshot.bench --only render --out results/bench-render.json
-
-# ---- head model + ground-truth ray tracer (synshot/head/, synshot/raytrace/, docs/head.md) ----
-.PHONY: head-sheet bench-gt
-## head-sheet   ray-traced contact sheet of sampled identities x expressions -> docs/img/population.png
-head-sheet: setup
-	$(PYTHON) -m synshot.head.contact_sheet --out docs/img/population.png --seed 4 --uv-layout docs/img/uv_layout.png
-
-## bench-gt     ground-truth render speed (views/s at 128/256 px, 16 spp) and head model timings
-bench-gt: setup
-	$(PYTHON) -m synshot.raytrace.bench
+## clean        delete runs/, results/ and caches
+clean:
+	rm -rf runs results .cache .pytest_cache

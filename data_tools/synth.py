@@ -1,9 +1,9 @@
 """Render a synthetic head dataset into webdataset shards on any fsspec URL.
 
-    python -m data_tools.synth --config configs/data/tiny.yaml --out data/tiny
-    python -m data_tools.synth --config configs/data/paper.yaml --out s3://bucket/synshot \
+    synshot data synth --config configs/data/tiny.yaml --out data/tiny
+    synshot data synth --config configs/data/paper.yaml --out s3://bucket/synshot \
         --shard-index $SLURM_ARRAY_TASK_ID --num-shards $SLURM_ARRAY_TASK_COUNT storage_options.endpoint_url=http://...
-    python -m data_tools.synth --config configs/data/paper.yaml --out s3://bucket/synshot --finalize
+    synshot data synth --config configs/data/paper.yaml --out s3://bucket/synshot --finalize
 
 Re-running skips complete shards; ``--finalize`` only rebuilds the manifests (after all array tasks).
 """

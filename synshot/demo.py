@@ -1,4 +1,4 @@
-"""``python -m synshot.demo``: the whole pipeline at toy scale, one stage after the other.
+"""``synshot demo``: the whole pipeline at toy scale, one stage after the other.
 
 synthesise shards -> train the prior (DeepSpeed, N processes) -> export -> held-out subjects ->
 invert one subject from 3 images -> drive it with another subject's expressions -> evaluate

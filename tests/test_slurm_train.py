@@ -53,7 +53,7 @@ def overrides(work: Path, name: str) -> list[str]:
 
 
 JOB_ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-# The emulated nodes share this machine: on a GPU machine the fake GRES would hand both ranks the
+# The emulated nodes share one host: on a GPU machine the fake GRES would hand both ranks the
 # same real GPU 0 (NCCL refuses duplicate GPUs). There, each task runs the trainer with CUDA hidden.
 CPU_TRAIN = "import os, runpy\nos.environ['CUDA_VISIBLE_DEVICES'] = ''\nrunpy.run_module('train', run_name='__main__')\n"
 

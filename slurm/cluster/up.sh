@@ -77,7 +77,7 @@ fi
 
 mkdir -p "$LAB"/{etc,state/ctld,state/d,run,log,fakegpu,jobs}
 LAB=$(cd "$LAB" && pwd -P)  # canonical: the same folder reached through a symlink is the same cluster
-# Several test sessions may call up.sh at once: one at a time.
+# Several test runs may call up.sh at once: one at a time.
 exec 9>"$LAB/run/.lock"  # daemons started below get `9>&-`: they must not inherit (and hold) the lock
 flock -w 120 9 || die "another up.sh/down.sh holds $LAB/run/.lock for more than 120 s"
 HOST=$(hostname -s)

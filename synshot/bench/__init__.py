@@ -1,6 +1,6 @@
 """Benchmarks: each module ``synshot.bench.<area>`` exposes ``run(quick: bool) -> dict``.
 
-``python -m synshot.bench`` runs them all and writes ``results/bench.json`` plus a table.
+``synshot bench`` runs them all and writes ``results/bench.json`` plus a table.
 Benchmarks measure; tests check correctness. No test asserts on a timing.
 """
 

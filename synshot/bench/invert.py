@@ -1,4 +1,4 @@
-"""Inversion benchmark: 3 images, the tiny prior (configs/model/tiny.yaml), on this machine's CPU.
+"""Inversion benchmark: 3 images, the tiny prior (configs/model/tiny.yaml), on the CPU.
 
 The inversion runs in a child process (the CLI, as a user runs it) so that its peak RSS is its own.
 The prior is freshly initialised (timing does not depend on the weights) and the subject is a

@@ -9,7 +9,7 @@ time with torch's default threads, and (CPU) process CPU time with ONE thread, w
 meaningful when other jobs share the cores (two spinning OpenMP threads on an oversubscribed
 2-core machine can be 10x slower in wall time).
 
-Usage: ``PYTHONPATH=. python -m synshot.bench --only render`` (all figures), or one case:
+Usage: ``synshot bench --only render`` (all figures), or one case:
 ``PYTHONPATH=. python -m synshot.bench.render --case 10000 128 --device cpu --backend torch``.
 """
 

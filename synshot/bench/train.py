@@ -1,4 +1,4 @@
-"""Training throughput on this machine: the tiny config, 1 process vs 2 processes (torchrun, gloo).
+"""Training throughput: the tiny config, 1 process vs 2 processes (torchrun, gloo).
 
 Figures: ``train_samples_per_s_tiny_1proc`` / ``_2proc`` (all ranks together, steady state: the
 first steps are excluded), ``train_scaling_ratio_2proc`` (2-process / 1-process throughput at the

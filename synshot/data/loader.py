@@ -212,7 +212,7 @@ def _check_threshold(cfg: LoaderConfig, samples: int, skipped: int, where: str) 
         raise CorruptDataError(
             f"{skipped} of {events} samples were corrupt or unreadable ({skipped / events:.1%} > "
             f"max_corrupt_fraction={cfg.max_corrupt_fraction}); last at {where}. Check the shards with "
-            f"`python -m data_tools.inspect {cfg.url} --split {cfg.split}`."
+            f"`synshot data inspect {cfg.url} --split {cfg.split}`."
         )
 
 

@@ -1,4 +1,4 @@
-"""Dataset validation and contact sheets (behind ``python -m data_tools.inspect``).
+"""Dataset validation and contact sheets (behind ``synshot data inspect``).
 
 Reads every shard of a split in full (the same reader and decoder as the loader), so what it
 calls valid is exactly what the loader will accept; counts are checked against the manifest, and

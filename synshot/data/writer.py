@@ -218,7 +218,7 @@ def read_manifest(root: str, split: str, storage_options: Mapping[str, Any] | No
     except FileNotFoundError:
         raise ManifestError(
             f"{url}: manifest not found; is '{root}' a dataset root with split '{split}'? "
-            "(write one with `python -m data_tools.synth ... --finalize`)"
+            "(write one with `synshot data synth ... --finalize`)"
         ) from None
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{url}: manifest is not valid JSON ({exc})") from None

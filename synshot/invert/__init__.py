@@ -1,6 +1,6 @@
 """Few-shot inversion of the SynShot prior (pivotal tuning) into a drivable avatar.
 
-Entry points: ``python -m synshot.invert`` (run.py), ``python -m synshot.invert.drive``.
+Entry points: ``synshot invert`` (run.py), ``synshot drive``.
 Modules: subject (folder format + validation), unwrap (UV texture from images), pti (the two
 stages), avatar (save/load/render), export (.ply, turntable, metrics), arcface (identity loss).
 """

@@ -25,7 +25,7 @@ def import_torchvision_with_shim() -> None:
 
     onnx2torch imports torchvision at import time; the registry's torchvision 0.28.0 is a CUDA build
     that fails with "operator torchvision::nms does not exist" next to torch 2.13.0+cpu. Defining the
-    two op schemas first lets the pure-Python parts import (shared/notes/ml-stack.md §5).
+    two op schemas first lets the pure-Python parts import.
     """
     import sys
 

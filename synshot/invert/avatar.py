@@ -127,7 +127,7 @@ def load_avatar(path: str | Path, device: str | torch.device = "cpu") -> Avatar:
         unreadable=lambda exc: f"{path}: not a readable safetensors file ({exc}); re-run the inversion")
     if meta.get("format") != AVATAR_FORMAT:
         raise AvatarError(f"{path}: not a SynShot avatar (format={meta.get('format')!r}); "
-                          f"pass the avatar.safetensors written by `python -m synshot.invert`")
+                          f"pass the avatar.safetensors written by `synshot invert`")
     if meta.get("head_model_version") != HEAD_MODEL_VERSION:
         raise AvatarError(f"{path}: made with head model {meta.get('head_model_version')!r} but this code has "
                           f"{HEAD_MODEL_VERSION!r}; re-run the inversion with the current code")

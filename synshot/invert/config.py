@@ -1,7 +1,7 @@
 """Typed configuration of the few-shot inversion (pivotal tuning), loaded from configs/invert/*.yaml.
 
 Why a config class: step counts, learning rates and loss weights are the knobs the paper leaves
-open (paper-notes §7.11); they must be visible, overridable from the CLI and stored with every avatar.
+open; they must be visible, overridable from the CLI and stored with every avatar.
 """
 
 from __future__ import annotations

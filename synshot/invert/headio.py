@@ -1,4 +1,4 @@
-"""The few head-model calls the inversion needs, in one place (synshot.head is another module's code).
+"""The few head-model calls the inversion needs, in one place (so the rest of invert does not depend on synshot.head's API).
 
 Why an adapter: the inversion only needs UV maps (verts, exp, mean texture), posed head vertices
 and the face region; keeping those calls here keeps the rest of synshot.invert independent of the

@@ -308,7 +308,7 @@ def load_subject(root: str | Path, *, size: int = 128, background: Sequence[floa
     """
     root = Path(root)
     if not root.is_dir():
-        raise SubjectError(f"{root}: subject folder not found (make subjects, or python -m data_tools.subject)")
+        raise SubjectError(f"{root}: subject folder not found (make subjects, or synshot data subject)")
     warnings: list[str] = []
     kw = dict(size=size, background=background, max_side=max_image_side, mask_threshold=mask_threshold,
               warnings=warnings)
@@ -320,7 +320,7 @@ def load_subject(root: str | Path, *, size: int = 128, background: Sequence[floa
     if head_model_version is not None and version != head_model_version:
         raise SubjectError(f"{params_path}: tracked with head model '{version}' but this code has "
                            f"'{head_model_version}'; re-track the subject (or regenerate it with "
-                           f"python -m data_tools.subject) with the current head model")
+                           f"synshot data subject) with the current head model")
     names = params.get("expression_names") or expression_names or []
     if expression_names is not None and params.get("expression_names") not in (None, expression_names):
         raise SubjectError(f"{params_path}: expression_names differ from the head model's {expression_names}; "

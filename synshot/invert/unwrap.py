@@ -1,6 +1,6 @@
 """Texture unwrapping: the input images projected onto the head model's UV atlas (E_id's ``tex`` input).
 
-The paper does not say how ``x_tex`` is formed for a real subject (paper-notes §4.3, §7.13). Here:
+The paper does not say how ``x_tex`` is formed for a real subject (its inversion section). Here:
 each atlas texel's posed 3D position is projected into every image; a texel takes a frame's colour
 when it passes a depth test against a point z-buffer of all texels (so the nose hides the far
 cheek), lies inside the foreground mask, and is weighted by |cos| between its normal and the

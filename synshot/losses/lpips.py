@@ -1,7 +1,7 @@
 """LPIPS (Zhang et al. 2018, v0.1) without torchvision: AlexNet/VGG16 trunks written in torch.nn.
 
 Why vendored: the ``lpips`` package imports torchvision, whose CUDA-only wheel does not import on
-this CPU stack (see ../shared/notes/ml-stack.md §5). The calibrated 1x1 "lin" heads are read from
+a CPU-only torch. The calibrated 1x1 "lin" heads are read from
 the ``lpips`` wheel's ``weights/v0.1/{net}.pth`` (located with ``importlib.util.find_spec``, the
 package itself is never imported); the ImageNet trunk comes from a local file in torchvision's
 layout (keys ``features.N.weight`` / ``features.N.bias``, e.g. ``alexnet-owt-7be5be79.pth``).

@@ -75,12 +75,12 @@ def load_exported(
     path = Path(path)
     meta, tensors = read_safetensors(
         path, ExportError,
-        missing=f"{path}: exported prior not found (produce it with `python -m train.export`)",
+        missing=f"{path}: exported prior not found (produce it with `synshot export`)",
         unreadable=lambda exc: (f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}. "
-                                "Re-export it with `python -m train.export`."))
+                                "Re-export it with `synshot export`."))
     if meta.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{path}: not a SynShot prior export (metadata format={meta.get('format')!r}, "
-                          f"expected {EXPORT_FORMAT!r}); produce one with `python -m train.export`")
+                          f"expected {EXPORT_FORMAT!r}); produce one with `synshot export`")
     try:
         cfg = validate_config(ModelConfig, json.loads(meta["model_config"]), f"{path} (embedded model_config)")
     except (KeyError, json.JSONDecodeError, ConfigError) as exc:

@@ -48,7 +48,7 @@ class RayTraceConfig(ConfigBase):
 
 
 def _import_mitsuba(variant: str):
-    """Import mitsuba with libLLVM 19 (the default LLVM on this machine crashes drjit) and pick a variant."""
+    """Import mitsuba with libLLVM 19 (older system LLVMs crash drjit) and pick a variant."""
     if Path(LLVM_PATH).exists() and not os.environ.get("DRJIT_LIBLLVM_PATH"):
         os.environ["DRJIT_LIBLLVM_PATH"] = LLVM_PATH
     import mitsuba as mi
