@@ -66,7 +66,7 @@ def add_skin_detail(albedo: torch.Tensor, face: torch.Tensor, rng: np.random.Gen
 
 def orbit_camera(size: int, yaw_deg: float, pitch_deg: float, distance: float, fill: float = 0.8):
     """(K, w2c) looking at the head centre from (yaw, pitch); the head (~0.30 m) fills ``fill``."""
-    from synshot.head import look_at_w2c
+    from synshot.camera import look_at_w2c
 
     yaw, pitch = math.radians(yaw_deg), math.radians(pitch_deg)
     target = np.array([0.0, -0.02, 0.0])

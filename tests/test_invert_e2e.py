@@ -81,7 +81,7 @@ def _inversion(prior_path, subject_dir, *extra):
 
 def test_subject_tool_writes_a_valid_held_out_subject(subject_dir):
     from synshot.head import EXPRESSION_NAMES, HEAD_MODEL_VERSION
-    from synshot.invert.geometry import camera_error
+    from synshot.camera import camera_error
     from synshot.invert.subject import load_subject
 
     subj = load_subject(subject_dir, size=SIZE, head_model_version=HEAD_MODEL_VERSION,
@@ -193,7 +193,7 @@ def test_camera_refinement_recovers_part_of_a_perturbation(subject_dir, prior_pa
     """Targets rendered by the prior at the true cameras; the inversion gets perturbed cameras."""
     import shutil
 
-    from synshot.invert.geometry import se3_correction
+    from synshot.camera import se3_correction
 
     true = _inversion(prior_path, subject_dir, "refine.cameras=false", "stage1.steps=0")
     with torch.no_grad():
@@ -215,8 +215,7 @@ def test_camera_refinement_recovers_part_of_a_perturbation(subject_dir, prior_pa
                      "weights.ssim=0", "weights.mask=1.0", "weights.camera_reg=0")
     inv.inputs.tex = true.inputs.tex  # same identity code as the targets: only the cameras differ
 
-    from synshot.invert.geometry import pose_points
-    from synshot.invert.subject import project_points
+    from synshot.camera import pose_points, project_points
 
     def err(w2c):  # mean reprojection error (pixels) of the head-model vertices
         out = []

@@ -10,14 +10,8 @@ import torch
 
 from synshot.config import ConfigError, load_config
 from synshot.invert.config import InvertConfig
-from synshot.invert.geometry import (
-    apply_camera_delta,
-    camera_error,
-    orbit_w2c,
-    se3_correction,
-    so3_exp,
-    turntable_angles,
-)
+from synshot.camera import apply_camera_delta, camera_error, orbit_w2c, se3_correction, so3_exp
+from synshot.invert.geometry import turntable_angles
 from synshot.invert.unwrap import unwrap_texture, zbuffer_visibility
 
 
@@ -77,7 +71,7 @@ def test_so3_exp_and_se3():
 
 
 def test_orbit_keeps_distance_to_centre():
-    from synshot.head import look_at_w2c
+    from synshot.camera import look_at_w2c
 
     import numpy as np
 

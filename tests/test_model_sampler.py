@@ -7,7 +7,8 @@ import torch
 
 from synshot.config import ConfigError, validate_config
 from synshot.model.config import ModelConfig
-from synshot.model.geometry import dilate, matrix_to_quat, quat_multiply, quat_to_matrix, tbn_frame, uv_derivatives
+from synshot.camera import matrix_to_quat, quat_multiply, quat_to_matrix
+from synshot.model.geometry import dilate, tbn_frame, uv_derivatives
 from synshot.model.sampler import PartSampler, knn_distances
 
 

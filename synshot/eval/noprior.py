@@ -17,15 +17,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from synshot.camera import matrix_to_quat, pose_points, quat_multiply
 from synshot.cli import UsageError
 from synshot.eval.config import NoPriorConfig
 from synshot.invert.config import LossWeights
-from synshot.invert.geometry import pose_points
 from synshot.invert.headio import HeadAdapter, atlas_mask
 from synshot.invert.subject import Frame
 from synshot.invert.unwrap import unwrap_texture
 from synshot.losses import ssim
-from synshot.model.geometry import matrix_to_quat, quat_multiply, tbn_frame, uv_derivatives
+from synshot.model.geometry import tbn_frame, uv_derivatives
 from synshot.render import rasterize
 
 

@@ -171,8 +171,7 @@ class Evaluator:
         if pair is None or head is None:
             return None
         from synshot.invert.arcface import square_boxes
-        from synshot.invert.geometry import pose_points
-        from synshot.invert.subject import project_points
+        from synshot.camera import pose_points, project_points
 
         boxes = square_boxes([project_points(pose_points(head.face_points(f.expression), f.head_pose), f.K, f.w2c)[0]
                               for f in frames])

@@ -19,7 +19,7 @@ from synshot.cli import Command, get_logger
 from synshot.config import ConfigBase
 
 from synshot.head import EXPRESSION_NAMES, HeadConfig, HeadModel, sample_cameras, sample_expression, sample_identity
-from synshot.head.params import look_at_w2c
+from synshot.camera import look_at_w2c
 from synshot.raytrace import RayTraceConfig, RayTracer
 
 log = get_logger(__name__)

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from synshot.camera import look_at_w2c
+
 N_SHAPE = 12
 FEATURE_NAMES: tuple[str, ...] = (
     "head_width", "head_height", "head_depth", "nose_length", "nose_width", "nose_bridge", "jaw_width",
@@ -168,20 +170,6 @@ def sample_head_pose(rng: np.random.Generator, max_yaw_deg: float = 15.0, max_pi
     T[:3, :3] = _rot("y", yaw) @ _rot("x", pitch) @ _rot("z", roll)
     T[:3, 3] = rng.uniform(-0.005, 0.005, 3)
     return T
-
-
-def look_at_w2c(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 1.0, 0.0])) -> np.ndarray:
-    """OpenCV world-to-camera (x right, y down, z forward) looking from ``eye`` at ``target``."""
-    z = target - eye
-    z = z / np.linalg.norm(z)
-    x = np.cross(-up, z)                                  # y ~ -up, x = y cross z
-    x = x / np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z])                               # rows: camera axes in world
-    w2c = np.eye(4)
-    w2c[:3, :3] = R
-    w2c[:3, 3] = -R @ eye
-    return w2c
 
 
 def sample_cameras(rng: np.random.Generator, n_views: int, width: int, height: int, *,

@@ -56,10 +56,8 @@ class Avatar:
     @torch.no_grad()
     def expression_codes(self, expressions: Tensor) -> Tensor:
         m = self.model
-        s = m.cfg.uv_size
-        maps = self.head.exp_maps(expressions.cpu(), s).to(self.device)
-        z = m.E_expr(maps / m.cfg.exp_unit)
-        return m.quantizer_expr(z)[0] if m.cfg.vq else z
+        maps = self.head.exp_maps(expressions.cpu(), m.cfg.uv_size).to(self.device)
+        return m.quantize_expression(m.encode_expression(maps))
 
     @torch.no_grad()
     def gaussians(self, expressions: Tensor, head_poses: Tensor):

@@ -13,9 +13,10 @@ from torch import Tensor
 
 from synshot.invert.arcface import ArcFace, cosine_similarity, crop_resize, square_boxes
 from synshot.invert.avatar import Avatar
-from synshot.invert.geometry import orbit_w2c, pose_points, turntable_angles
+from synshot.camera import orbit_w2c, pose_points, project_points
+from synshot.invert.geometry import turntable_angles
 from synshot.invert.ply import write_ply
-from synshot.invert.subject import Frame, project_points
+from synshot.invert.subject import Frame
 from synshot.invert.video import image_grid, save_png, write_mp4
 
 

@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from synshot.invert.arcface import IdentityLoss, crop_resize, load_arcface, square_boxes
 from synshot.invert.config import InvertConfig
-from synshot.invert.geometry import apply_camera_delta, pose_points
+from synshot.camera import apply_camera_delta, pose_points, project_points
 from synshot.invert.headio import HeadAdapter, atlas_mask
-from synshot.invert.subject import Subject, project_points
+from synshot.invert.subject import Subject
 from synshot.invert.unwrap import unwrap_texture
 
 
@@ -143,20 +143,11 @@ class Inversion:
 
     def encode_identity(self, quantize: bool = True) -> tuple[Tensor, Tensor]:
         """(z_id, q_id) from the current E_id weights."""
-        m = self.model
-        z_id = m.E_id(torch.cat([self.inputs.tex * 2 - 1, self.inputs.verts / m.cfg.verts_unit], 1))
-        if not quantize or not m.cfg.vq:
-            return z_id, z_id
-        q_id, _, _, _ = m.quantizer_id(z_id)
-        return z_id, q_id
+        z_id = self.model.encode_identity(self.inputs.tex, self.inputs.verts)
+        return z_id, (self.model.quantize_identity(z_id) if quantize else z_id)
 
     def encode_expression(self, expression: Tensor) -> Tensor:
-        m = self.model
-        z_expr = m.E_expr(self.exp_maps(expression) / m.cfg.exp_unit)
-        if not m.cfg.vq:
-            return z_expr
-        q_expr, _, _, _ = m.quantizer_expr(z_expr)
-        return q_expr
+        return self.model.quantize_expression(self.model.encode_expression(self.exp_maps(expression)))
 
     def render_codes(self, q_id: Tensor, q_expr: Tensor, head_pose: Tensor, K: Tensor, w2c: Tensor,
                      height: int, width: int) -> tuple[Tensor, Tensor]:

@@ -18,7 +18,6 @@ minutes of optimisation; every problem here is a :class:`SubjectError` naming th
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from synshot.camera import project_points
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -338,15 +339,6 @@ def load_subject(root: str | Path, *, size: int = 128, background: Sequence[floa
 # geometry checks
 
 
-def project_points(points_world: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel coordinates (N,2) (continuous, pixel centres at +0.5) and camera depth (N,) of world points."""
-    cam = points_world @ w2c[:3, :3].T + w2c[:3, 3]
-    z = cam[:, 2]
-    uv = cam[:, :2] / z.clamp_min(1e-8)[:, None]
-    pix = uv @ K[:2, :2].T + K[:2, 2]
-    return pix, z
-
-
 def visible_fraction(points_world: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor, width: int, height: int) -> float:
     """Fraction of points in front of the camera and inside the image."""
     pix, z = project_points(points_world, K, w2c)
@@ -373,10 +365,3 @@ def check_cameras_see_head(subject: Subject, head_vertices: Sequence[torch.Tenso
                     if depth <= 0 else "check that w2c is world-to-camera in OpenCV convention and K is in pixels")
             raise SubjectError(f"{cams} [{frame.name}]: the camera sees only {100 * frac:.0f}% of the head "
                                f"(need {100 * min_fraction:.0f}%); {hint}")
-
-
-def rotation_angle_deg(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Angle of the relative rotation between two 3x3 rotations (for diagnostics and tests)."""
-    rel = a[:3, :3].double() @ b[:3, :3].double().T
-    cos = ((torch.trace(rel) - 1) / 2).clamp(-1, 1)
-    return math.degrees(float(torch.arccos(cos)))

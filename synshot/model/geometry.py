@@ -1,63 +1,10 @@
-"""Small differentiable geometry helpers: quaternions (wxyz), TBN frames, UV-map derivatives."""
+"""Small differentiable geometry helpers of the prior: TBN frames, UV-map derivatives (rotations: synshot.camera)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-
-def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product of wxyz quaternions (broadcasting): rotation ``a`` after ``b``."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        -1,
-    )
-
-
-def quat_to_matrix(q: Tensor) -> Tensor:
-    """Unit-normalised wxyz quaternions ``(..., 4)`` -> rotation matrices ``(..., 3, 3)``."""
-    w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(q.shape[:-1] + (3, 3))
-
-
-def matrix_to_quat(m: Tensor) -> Tensor:
-    """Rotation matrices ``(..., 3, 3)`` -> unit wxyz quaternions with w >= 0 (Shepperd's method)."""
-    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
-    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
-    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
-    q_abs = torch.sqrt(
-        torch.stack(
-            [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
-        ).clamp_min(0)
-    )
-    cand = torch.stack(
-        [
-            torch.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], -1),
-            torch.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], -1),
-            torch.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], -1),
-            torch.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], -1),
-        ],
-        -2,
-    ) / (2 * q_abs[..., None].clamp_min(0.1))
-    best = q_abs.argmax(-1)
-    q = torch.gather(cand, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
-    q = F.normalize(q, dim=-1)
-    return torch.where(q[..., :1] < 0, -q, q)
 
 
 def tbn_frame(du: Tensor, dv: Tensor, eps: float = 1e-12) -> Tensor:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from synshot.model.config import ModelConfig
-from synshot.model.geometry import matrix_to_quat, quat_multiply
+from synshot.camera import matrix_to_quat, quat_multiply
 from synshot.model.nets import MLP, Decoder, Encoder
 from synshot.model.sampler import MaskFn, PartSampler
 from synshot.model.vq import VectorQuantizer
@@ -152,13 +152,27 @@ class SynShotPrior(nn.Module):
             self.R_gauss.last.bias[-1] = math.log(cfg.opacity_init / (1 - cfg.opacity_init))
 
     # -- stages -----------------------------------------------------------------------------------
-    def encode(self, tex: Tensor, verts: Tensor, exp: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_identity(self, tex: Tensor, verts: Tensor) -> Tensor:
+        """z_id of (B,3,S,S) albedo in [0,1] and (B,3,S,S) vertex positions in metres (the UV maps)."""
         s = self.cfg.uv_size
         _check_maps("tex", tex, 3, s)
         _check_maps("verts", verts, 3, s)
-        _check_maps("exp", exp, 3, s)
-        x_id = torch.cat([tex * 2 - 1, verts / self.cfg.verts_unit], 1)
-        return self.E_id(x_id), self.E_expr(exp / self.cfg.exp_unit)
+        return self.E_id(torch.cat([tex * 2 - 1, verts / self.cfg.verts_unit], 1))
+
+    def encode_expression(self, exp: Tensor) -> Tensor:
+        """z_expr of (B,3,S,S) expression offset maps in metres."""
+        _check_maps("exp", exp, 3, self.cfg.uv_size)
+        return self.E_expr(exp / self.cfg.exp_unit)
+
+    def encode(self, tex: Tensor, verts: Tensor, exp: Tensor) -> tuple[Tensor, Tensor]:
+        return self.encode_identity(tex, verts), self.encode_expression(exp)
+
+    def quantize_identity(self, z_id: Tensor) -> Tensor:
+        """The identity code the decoders see (z_id itself without VQ)."""
+        return self.quantizer_id(z_id)[0] if self.cfg.vq else z_id
+
+    def quantize_expression(self, z_expr: Tensor) -> Tensor:
+        return self.quantizer_expr(z_expr)[0] if self.cfg.vq else z_expr
 
     def quantize(self, z_id: Tensor, z_expr: Tensor) -> Quantized:
         if not self.cfg.vq:

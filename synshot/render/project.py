@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from synshot.camera import quat_to_matrix
+
 ALPHA_THRESHOLD = 1.0 / 255.0  # gsplat Common.h: alphas below this are skipped
 EPS2D = 0.3  # gsplat default blur added to the 2D covariance (pixels^2)
 MAX_EXTEND = 3.33  # gsplat bounding-box half-size in standard deviations
@@ -32,21 +34,6 @@ class Projected:
     depths: Tensor  # (M,) camera z
     opacities: Tensor  # (M,)
     radii: Tensor  # (M, 2) int pixels (non-differentiable bounding box half-size)
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices (N,3,3) of wxyz quaternions (normalised here, like gsplat)."""
-    q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = q.unbind(-1)
-    r = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    )
-    return r.reshape(q.shape[:-1] + (3, 3))
 
 
 def project(
@@ -74,7 +61,7 @@ def project(
 
 def _project_pairs(means, quats, scales, opacities, viewmats, Ks, width, height, cam, gid) -> Projected:
     """Differentiable EWA projection of the (camera, Gaussian) pairs ``(cam, gid)``; drops off-image ones."""
-    R = quat_to_rotmat(quats[gid])  # (M,3,3)
+    R = quat_to_matrix(quats[gid])  # (M,3,3)
     Mrs = R * scales[gid][:, None, :]  # R S, columns scaled
     Rw = viewmats[cam, :3, :3]
     tw = viewmats[cam, :3, 3]
