@@ -238,3 +238,22 @@ def test_ablation_configs_mean_what_the_paper_means():
     assert f4.model.feature_channels * 4 == main.model.feature_channels
     m, n = SynShotPrior(main.model).gaussian_counts(), SynShotPrior(no_samp.model).gaussian_counts()
     assert m["face"] == n["face"] and m["scalp"] >= 3 * n["scalp"]
+
+
+def test_make_eval_tunes_each_ablation_on_validation_and_reports_test_subjects():
+    from synshot.config import load_config
+    from synshot.demo import DemoConfig, build_stages
+
+    cfg = load_config(DemoConfig, "configs/demo/eval.yaml")
+    check_seeds("test", cfg.subject_seeds, other=cfg.validation_seeds)
+    check_seeds("validation", cfg.validation_seeds)
+    assert len(cfg.subject_seeds) >= 10
+    stages = {s.name: s for s in build_stages(cfg, python="python")}
+    tune = stages["tune-ablations"].commands[0]
+    assert any(w.startswith("subjects=") and "validation" in w for w in tune)
+    assert all(a in " ".join(tune) for a in ("no_sampling", "no_vq", "single_layer", "f32"))
+    ev = stages["eval"].commands[0]
+    assert "split=test" in ev and any(w.startswith("ablation_tuning=") for w in ev)
+    assert any("subjects/*" in w for w in ev) and not any("validation" in w for w in ev)
+    demo = load_config(DemoConfig, "configs/demo/tiny.yaml")
+    assert "tune-ablations" not in {s.name for s in build_stages(demo, python="python")}

@@ -110,8 +110,9 @@ def run_search(cfg: TuneConfig, log=print) -> dict:
             words = trial_overrides(values, cfg.step_budget)
             ecfg = eval_config_for(cfg, method, values, out / method.replace(":", "_") / f"trial{k}")
             if method != "no_prior":
-                steps = sum(getattr(Evaluator(ecfg).invert_config("full", ecfg.prior), s).steps
-                            for s in ("stage1", "stage2"))
+                extra = words if method in cfg.ablations else []  # the full method has them in invert_overrides
+                inv = Evaluator(ecfg).invert_config("full", ecfg.prior, 0, extra)
+                steps = inv.stage1.steps + inv.stage2.steps
                 if steps != cfg.step_budget:
                     raise ConfigError(f"trial {k} of {method}: stage1.steps + stage2.steps = {steps}, not the shared "
                                       f"step_budget {cfg.step_budget}; fix the invert config or step_budget")
