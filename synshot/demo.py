@@ -197,7 +197,8 @@ def write_summary(cfg: DemoConfig, stages: list[Stage], seconds: dict[str, float
         lines.append(f"| {st.name} | {seconds.get(st.name, 0):.0f} | {shown} |")
     lines += ["", f"TensorBoard: `make tensorboard RUN={out / 'train'}`", "",
               f"Inverted test subject `{avatar_dir.name}`: eval PSNR (full frame) "
-              f"{invert.get('eval_psnr_full', float('nan')):.2f} dB, head {invert.get('eval_psnr_head', float('nan')):.2f}"
+              f"{invert.get('eval_psnr_full', float('nan')):.2f} dB, head "
+              f"{invert.get('eval_psnr_head', float('nan')):.2f}"
               f" dB; avatar, .ply, turntable and driven video in `{avatar_dir}`.", "",
               f"## Evaluation ({n_test} test subjects: seeds {', '.join(map(str, cfg.subject_seeds))})", body]
     path = out / "report.md"

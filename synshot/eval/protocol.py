@@ -128,8 +128,8 @@ class Evaluator:
     def result_digest(self, method: str, inv_cfg: InvertConfig, subject_dir: Path | None = None) -> str:
         """What a cached result depends on: the method's configs, the prior's bytes, the subject's files."""
         if method == "no_prior":  # only what the baseline uses of the inversion config (budget, losses, images)
-            used = {k: v for k, v in inv_cfg.model_dump(mode="json").items()
-                    if k in ("seed", "device", "backend", "image_size", "background", "weights", "subject", "head_mesh")}
+            keys = ("seed", "device", "backend", "image_size", "background", "weights", "subject", "head_mesh")
+            used = {k: v for k, v in inv_cfg.model_dump(mode="json").items() if k in keys}
             used["steps"] = inv_cfg.stage1.steps + inv_cfg.stage2.steps
             inv_part = json.dumps(used, sort_keys=True) + dump_config(self.cfg.no_prior)
             prior = f"gaussians={prior_gaussians(inv_cfg.ckpt)}"  # all the baseline takes from the prior
