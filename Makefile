@@ -39,7 +39,7 @@ TB_PORT ?= 6006
 TB_HOST ?= 127.0.0.1
 
 .PHONY: help setup apt data inspect subjects head-sheet train tensorboard export invert drive eval tune demo \
-	bench bench-model bench-render bench-gt test test-fast test-model test-render cluster-up cluster-down clean
+	bench bench-model bench-render bench-gt plan gpu-check test test-fast test-model test-render cluster-up cluster-down clean
 
 help:
 	@awk '/^##@ /{printf "\n%s\n", substr($$0, 5); next} /^## /{print "  " substr($$0, 4)}' $(MAKEFILE_LIST)
@@ -135,6 +135,12 @@ bench-render: setup
 ## bench-gt     ground-truth render speed (views/s at 128/256 px, 16 spp) and head model timings
 bench-gt: setup
 	$(PYTHON) -m synshot.raytrace.bench
+## plan         capacity plan from results/bench.json + configs/plan/assumptions.yaml: make plan [CONFIG=configs/train/paper.yaml] [NODES=4] [GPUS=8] [BENCH=results/bench.json] [ARGS="gpu_step_s=0.5"]
+plan: setup
+	$(SYNSHOT) plan train_config=$(or $(CONFIG),configs/train/paper.yaml) nodes=$(or $(NODES),4) gpus_per_node=$(or $(GPUS),8) bench=$(or $(BENCH),results/bench.json) $(ARGS)
+## gpu-check    CUDA machines only: gpu tests, render/model/invert benches, 512 px training fp32/bf16 (+2-GPU NCCL) -> results/gpu_check.json
+gpu-check: setup
+	$(PYTHON) -m synshot.bench.gpu_check --out results/gpu_check.json
 
 ##@ test
 ## test         the test suite (all but GPU-only tests)

@@ -281,6 +281,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "drive": ("synshot.invert.drive:main", "drive an avatar with expressions"),
     "eval": ("synshot.eval.__main__:main", "evaluate methods on held-out subjects"),
     "bench": ("synshot.bench.__main__:main", "benchmarks -> JSON + table"),
+    "plan": ("synshot.plan:main", "capacity plan from bench figures and accelerator assumptions"),
     "demo": ("synshot.demo:main", "the whole pipeline at demo scale"),
 }
 

@@ -288,10 +288,7 @@ class CheckpointManager:
         path = Path(path)
         meta = read_meta(path)
         if meta.get("world_size") != self.world_size:
-            raise CheckpointError(
-                f"{path}: written by {meta.get('world_size')} ranks, this job has {self.world_size}; resume with "
-                f"the same number of GPUs/tasks (or export it and start a new run from the weights)"
-            )
+            return self._load_elastic(engine, path, meta)
         state_file = path / rank_state_name(self.rank)
         try:
             state = json.loads(state_file.read_text())
@@ -305,4 +302,24 @@ class CheckpointManager:
             raise CheckpointError(f"{path}: DeepSpeed found no loadable checkpoint files there")
         if int(client.get("trainer_step", -1)) != int(meta["step"]) or int(state["step"]) != int(meta["step"]):
             raise CheckpointError(f"{path}: step mismatch between DeepSpeed files, meta and rank state")
+        return meta, state
+
+    def _load_elastic(self, engine, path: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Another world size: weights/optimizer via the universal format, every old rank's state returned.
+
+        The returned state has ``elastic`` set, ``loader_states`` (all old ranks, for
+        ``StreamingLoader.load_elastic_state``), no ``rng`` (the caller re-seeds) and rank 0's counters.
+        """
+        from train.elastic import all_rank_states, load_elastic
+
+        old_world = int(meta.get("world_size") or 0)
+        if old_world < 1:
+            raise CheckpointError(f"{path}: its manifest records no world size")
+        states = all_rank_states(path, old_world)
+        client, convert_s = load_elastic(engine, path, meta, self.rank)
+        if int(client.get("trainer_step", -1)) != int(meta["step"]) or any(int(s["step"]) != int(meta["step"]) for s in states):
+            raise CheckpointError(f"{path}: step mismatch between DeepSpeed files, meta and rank states")
+        state = {"elastic": True, "old_world_size": old_world, "convert_seconds": round(convert_s, 3),
+                 "step": int(meta["step"]), "nonfinite_total": int(states[0].get("nonfinite_total", 0)),
+                 "loader_states": [s["loader"] for s in states if "loader" in s]}
         return meta, state

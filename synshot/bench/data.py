@@ -40,7 +40,8 @@ def _smooth(rng: np.random.Generator, h: int, w: int, c: int) -> np.ndarray:
     return (np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
-def write_bench_shards(root: str, samples: int, per_shard: int = 16, views: int = 4, size: int = 128, uv: int = 128) -> None:
+def write_bench_shards(root: str, samples: int, per_shard: int = 16, views: int = 4, size: int = 128, uv: int = 128,
+                       image_format: str = "png") -> None:
     rng = np.random.default_rng(0)
     K = [[size * 1.5, 0, size / 2], [0, size * 1.5, size / 2], [0, 0, 1]]
     y, x = np.mgrid[0:size, 0:size]
@@ -58,7 +59,8 @@ def write_bench_shards(root: str, samples: int, per_shard: int = 16, views: int 
             }
             smooth_maps = _smooth(rng, uv, uv, 6).transpose(2, 0, 1).astype(np.float16) / 255
             batch.append(encode_sample(meta, _smooth(rng, uv, uv, 3), smooth_maps[:3], smooth_maps[3:] * 0.01,
-                                       [_smooth(rng, size, size, 3) for _ in range(views)], [mask] * views))
+                                       [_smooth(rng, size, size, 3) for _ in range(views)], [mask] * views,
+                                       image_format=image_format))
         write_shard(root, "train", s, batch)
     build_manifest(root, "train", {"bench": True}, n_shards)
 
