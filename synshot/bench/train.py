@@ -3,7 +3,9 @@
 Figures: ``train_samples_per_s_tiny_1proc`` / ``_2proc`` (all ranks together, steady state: the
 first steps are excluded), ``train_scaling_ratio_2proc`` (2-process / 1-process throughput at the
 same per-process micro-batch, i.e. weak scaling; 2.0 is perfect) and ``train_peak_rss_mb_tiny``
-(peak RSS of the 1-process trainer). Every process runs with OMP_NUM_THREADS=1. Data: ``data/tiny`` when it exists (``make data``), else a
+(peak RSS of the 1-process trainer), and ``train_step_split_tiny_{1,2}proc_<phase>_s``: seconds per
+step in data wait, forward, rasteriser forward, backward, optimizer and DeepSpeed collectives (the
+trainer's telemetry, docs/training.md). Every process runs with OMP_NUM_THREADS=1. Data: ``data/tiny`` when it exists (``make data``), else a
 small set rendered into a temporary directory with the same image/UV size. ``quick`` uses a micro
 prior at 32 px (the test configuration) and fewer steps.
 """
@@ -56,13 +58,23 @@ def _run(nproc: int, args: list[str], env: dict) -> None:
         raise RuntimeError(f"{' '.join(cmd[:6])} ... exited {res.returncode}:\n" + "\n".join(res.stdout.splitlines()[-30:]))
 
 
-def _read(run_dir: Path, skip: int) -> tuple[float, float]:
+PHASES = ("data_wait", "forward", "render_forward", "backward", "optimizer", "comm")
+
+
+def _read(run_dir: Path, skip: int) -> tuple[float, float, dict[str, float]]:
+    """(samples/s, peak RSS MB, mean seconds per step of each phase) after the first ``skip`` steps."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0}).Reload()
-    rates = [e.value for e in acc.Scalars("perf/samples_per_s_total") if e.step > skip]
+
+    def mean(tag: str) -> float:
+        vals = [e.value for e in acc.Scalars(tag) if e.step > skip]
+        return sum(vals) / len(vals)
+
     rss = max(e.value for e in acc.Scalars("mem/cpu_peak_rss_mb"))
-    return sum(rates) / len(rates), rss
+    split = {p: mean(f"time/{p}_s") for p in PHASES}
+    split["step"] = mean("perf/step_s")
+    return mean("perf/samples_per_s_total"), rss, split
 
 
 def run(quick: bool) -> dict[str, float]:
@@ -81,14 +93,16 @@ def run(quick: bool) -> dict[str, float]:
         # one thread per process in both runs: the comparison is 1 vs 2 workers, and OpenMP spinning
         # on an oversubscribed 2-core machine can cost 10x (measured)
         _run(1, [*common, "name=p1"], {**env, "OMP_NUM_THREADS": "1"})
-        one, rss = _read(work / "runs" / "p1", skip)
+        one, rss, split1 = _read(work / "runs" / "p1", skip)
         _run(2, [*common, "name=p2"], {**env, "OMP_NUM_THREADS": "1"})
-        two, _ = _read(work / "runs" / "p2", skip)
+        two, _, split2 = _read(work / "runs" / "p2", skip)
     return {
         "train_samples_per_s_tiny_1proc": one,
         "train_samples_per_s_tiny_2proc": two,
         "train_scaling_ratio_2proc": two / one,
         "train_peak_rss_mb_tiny": rss,
+        **{f"train_step_split_tiny_1proc_{k}_s": v for k, v in split1.items()},
+        **{f"train_step_split_tiny_2proc_{k}_s": v for k, v in split2.items()},
     }
 
 
