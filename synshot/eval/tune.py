@@ -1,4 +1,4 @@
-"""Equal-budget hyper-parameter search on the validation subjects: ``python -m synshot.eval.tune``.
+"""Equal-budget hyper-parameter search on the validation subjects: ``synshot eval tune`` (``python -m synshot.eval.tune``).
 
 Every tuned method (the full method, the no-prior baseline, each ablation prior) gets the same
 search: ``trials`` configurations, trial 0 = the current defaults, trials 1.. drawn at random
@@ -13,10 +13,8 @@ table per method); the winners are what configs/invert and configs/eval carry as
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,8 +22,11 @@ import numpy as np
 from pydantic import Field
 
 from synshot import fsio
+from synshot.cli import Command, UsageError, get_logger
 from synshot.config import ConfigBase, ConfigError, dump_config, load_config
 from synshot.eval.config import EvalConfig
+
+log = get_logger(__name__)
 
 
 class Dimension(ConfigBase):
@@ -96,7 +97,7 @@ def eval_config_for(cfg: TuneConfig, method: str, values: dict[str, Any], out: P
     return base.model_copy(update=update)
 
 
-def run_search(cfg: TuneConfig, log=print) -> dict:
+def run_search(cfg: TuneConfig, log=log.info) -> dict:
     from synshot.eval.protocol import Evaluator
 
     out = Path(cfg.out)
@@ -143,22 +144,24 @@ def tuning_markdown(record: dict, metric: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synshot.eval.tune", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/eval/tune_tiny.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value, e.g. trials=4 out=runs/tune2")
-    args = parser.parse_args(argv)
-    from synshot.cli import SynshotError
+CLI = Command("eval tune", "Equal-budget hyper-parameter search on the validation subjects.",
+              config_cls=TuneConfig, default_config="configs/eval/tune_tiny.yaml",
+              out_help="output folder: tuning.json, tuning.md, one evaluation folder per trial", out_key="out",
+              example="synshot eval tune trials=4 methods=[no_prior] out=runs/tune2")
 
+
+def main(argv: list[str] | None = None) -> int:
+    return CLI.main(argv, run)
+
+
+def run(args, cfg: TuneConfig) -> int:
     try:
-        cfg = load_config(TuneConfig, args.config, args.overrides)
-        record = run_search(cfg)
-    except (ConfigError, FileNotFoundError, SynshotError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)
+        record = run_search(cfg, log=log.info)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
     for method, data in record["methods"].items():
-        print(f"[tune] {method}: best trial {data['best']}: {' '.join(data['best_overrides']) or 'defaults'}")
-    print(f"[tune] {Path(cfg.out) / 'tuning.md'}")
+        log.info("%s: best trial %d: %s", method, data["best"], " ".join(data["best_overrides"]) or "defaults")
+    log.info("results: %s", Path(cfg.out) / "tuning.md")
     return 0
 
 
