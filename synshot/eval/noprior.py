@@ -131,7 +131,13 @@ class FairnessError(UsageError):
 
 def atlas_count(head: HeadAdapter, grid_size: int) -> int:
     """Gaussians of a ``grid_size`` UV grid over the head atlas (one per atlas texel)."""
-    return int(atlas_mask(head.region_masks(grid_size)).sum())
+    # the UV atlas belongs to the head model, not to an identity: one count per grid size per process
+    if grid_size not in _ATLAS_COUNTS:
+        _ATLAS_COUNTS[grid_size] = int(atlas_mask(head.region_masks(grid_size)).sum())
+    return _ATLAS_COUNTS[grid_size]
+
+
+_ATLAS_COUNTS: dict[int, int] = {}
 
 
 def matching_grid_size(head: HeadAdapter, target: int) -> int:
