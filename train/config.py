@@ -49,6 +49,7 @@ class DistributedConfig(ConfigBase):
     grad_accum: int = Field(1, ge=1)
     grad_clip: float = Field(1.0, ge=0)  # 0 = no clipping
     timeout_minutes: int = Field(30, ge=1)  # collective timeout (a stuck rank fails instead of hanging)
+    activation_checkpointing: bool = False  # decoders recompute activations in backward: less memory, ~1/3 more compute
     comm_timing: bool = True  # time DeepSpeed's collectives (time/comm_s); on CUDA each one then synchronises
 
     def use_bf16(self, cuda: bool) -> bool:

@@ -90,6 +90,20 @@ def build_engine(
     return engine, ds_config
 
 
+def set_activation_checkpointing(model: nn.Module, on: bool) -> int:
+    """Switch activation checkpointing in every module that supports it (the prior's decoders).
+
+    A memory setting, not part of the architecture: the weights and the outputs are the same either
+    way, so checkpoints resume across the switch. Returns the number of modules switched.
+    """
+    n = 0
+    for m in model.modules():
+        if hasattr(m, "activation_checkpointing"):
+            m.activation_checkpointing = bool(on)
+            n += 1
+    return n
+
+
 def grad_norm(engine) -> float | None:
     """Global gradient 2-norm of the last optimizer step (before clipping).
 

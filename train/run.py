@@ -57,7 +57,7 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
     from train.config import arch_hash, config_hash, diff_keys, public_config
     from train.resume import check_resume_config, rebuild_schedule
     from train.distributed import setup_distributed
-    from train.engine import build_engine
+    from train.engine import build_engine, set_activation_checkpointing
     from train.loop import LoopSettings, Trainer
     from train.state import restore_rng, seed_everything
     from train.task import PriorTask
@@ -78,6 +78,7 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
                    f"global batch {cfg.global_batch(world)}")
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank and in every run
         model = SynShotPrior(cfg.model)
+        set_activation_checkpointing(model, cfg.distributed.activation_checkpointing)
         seed_everything(cfg.seed, rank)
         loss = PriorLoss(cfg.loss).to(env.device)
         loader = make_loader(cfg.data, rank, world)

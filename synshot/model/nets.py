@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from torch import Tensor, nn
 
 
@@ -66,6 +67,9 @@ class Decoder(nn.Module):
         super().__init__()
         self.levels = len(channels)
         self.single_layer = single_layer
+        # memory switch, not architecture: recompute each up block's activations in backward
+        # (set by the trainer from distributed.activation_checkpointing; weights and outputs unchanged)
+        self.activation_checkpointing = False
         if single_layer:
             self.head = nn.Conv2d(in_ch + 2, out_ch, 3, padding=1)
             self._scale_head(out_gain)
@@ -92,8 +96,10 @@ class Decoder(nn.Module):
             x = F.interpolate(x, scale_factor=2**self.levels, mode="bilinear", align_corners=False)
             return self.head(x)
         x = self.stem(x)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.up:
-            x = block(F.interpolate(x, scale_factor=2, mode="nearest"))
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return self.head(x)
 
 
