@@ -39,7 +39,7 @@ TB_PORT ?= 6006
 TB_HOST ?= 127.0.0.1
 
 .PHONY: help setup apt data inspect subjects head-sheet train tensorboard export invert drive eval tune demo \
-	bench bench-model bench-render bench-gt plan gpu-check test test-fast test-model test-render cluster-up cluster-down clean
+	bench bench-model bench-render bench-gt plan gpu-check test test-fast test-model test-render faults cluster-up cluster-down clean
 
 help:
 	@awk '/^##@ /{printf "\n%s\n", substr($$0, 5); next} /^## /{print "  " substr($$0, 4)}' $(MAKEFILE_LIST)
@@ -158,6 +158,11 @@ test-model: setup
 ## test-render  renderer tests (the GPU parity test runs only where CUDA is available)
 test-render: setup
 	$(PYTHON) -m pytest -q tests/test_render.py
+
+## faults       the fault catalogue (damaged data/weights, resume, output folders, inputs) -> case/result table
+faults: setup
+	$(PYTHON) -m pytest -q -m faults --fault-table tests/test_fsio.py tests/test_train_faults.py \
+	  tests/test_data_faults.py tests/test_invert_faults.py tests/test_output_faults.py
 
 ##@ cluster
 ## cluster-up   start the local SLURM cluster (root; NODES=1|2, GPUS=n fake GPUs/node); then: export SLURM_CONF=.cache/slurm/etc/slurm.conf

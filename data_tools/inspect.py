@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 
+from synshot import fsio
 from synshot.cli import Command
 from synshot.config import ConfigBase
 from synshot.data.validate import contact_sheet, inspect_dataset
@@ -46,8 +47,9 @@ def run(args, cfg: InspectConfig) -> int:
     if args.out:
         split = next(iter(report["splits"]))
         if os.path.dirname(args.out):
-            os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        report["sheet"] = contact_sheet(args.url, split, args.out, cfg.sheet_samples, opts)
+            fsio.ensure_dir(os.path.dirname(args.out))  # unwritable/invalid: one error line, exit 2
+        with fsio.user_errors(args.out, "cannot write the contact sheet"):
+            report["sheet"] = contact_sheet(args.url, split, args.out, cfg.sheet_samples, opts)
     if args.json:
         print(json.dumps(report, indent=1))
     else:

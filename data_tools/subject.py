@@ -25,6 +25,8 @@ from synshot.config import ConfigBase
 
 log = get_logger(__name__)
 
+from synshot import fsio
+
 HELD_OUT_LIGHTING_BASE = 1000  # training configs use lighting ids 0..7
 DYED_HAIR = np.array([[0.20, 0.35, 0.75], [0.75, 0.25, 0.55], [0.25, 0.60, 0.35], [0.85, 0.45, 0.15]])
 
@@ -128,43 +130,47 @@ def make_subject(seed: int, out: str | Path, size: int = 128, spp: int = 32, eva
     def small_pose() -> np.ndarray:
         return sample_head_pose(rng, max_yaw_deg=5.0, max_pitch_deg=4.0, max_roll_deg=2.0)
 
-    zero = torch.zeros(len(names))
-    smile = torch.zeros(len(names))
-    for k, v in (("smile_l", 0.8), ("smile_r", 0.8), ("jaw_open", 0.35), ("brow_up_l", 0.3), ("brow_up_r", 0.3)):
-        if k in names:
-            smile[names.index(k)] = v
-    side = 1 if rng.random() < 0.5 else -1
-    inputs = [(zero, 0.0, 0.0), (smile, side * 12.0, 4.0), (zero, -side * 65.0, 0.0)]
-    frames = []
-    for i, (expr, yaw, pitch) in enumerate(inputs):
-        pose = small_pose()
-        K, w2c = orbit_camera(size, yaw, pitch, 0.8)
-        rgb, mask = render(expr, pose, (K, w2c))
-        frames.append({"file": f"{i:03d}.png", "rgb": rgb, "mask": mask, "K": K, "w2c": w2c,
-                       "expression": expr.tolist(), "head_pose": pose})
-    _write_frames(out, frames, ident.to_dict(), names, HEAD_MODEL_VERSION)
-
-    eval_yaws = [(-35.0, 8.0), (28.0, -6.0), (48.0, 10.0), (-15.0, -10.0), (80.0, 0.0)][:eval_views]
-    eval_frames = []
-    for j in range(eval_expressions):
-        expr = expressive(rng, names)
-        pose = small_pose()
-        for v, (yaw, pitch) in enumerate(eval_yaws):
-            K, w2c = orbit_camera(size, yaw, pitch, float(rng.uniform(0.7, 0.9)))
+    final = out
+    # the whole folder is rendered into a staging folder and published at once: a regenerated subject
+    # never keeps stale frames (eval/ views of an earlier layout) and a killed run leaves the old one
+    with fsio.publish_dir(final, keep_previous=False, purpose="subject") as out:
+        zero = torch.zeros(len(names))
+        smile = torch.zeros(len(names))
+        for k, v in (("smile_l", 0.8), ("smile_r", 0.8), ("jaw_open", 0.35), ("brow_up_l", 0.3), ("brow_up_r", 0.3)):
+            if k in names:
+                smile[names.index(k)] = v
+        side = 1 if rng.random() < 0.5 else -1
+        inputs = [(zero, 0.0, 0.0), (smile, side * 12.0, 4.0), (zero, -side * 65.0, 0.0)]
+        frames = []
+        for i, (expr, yaw, pitch) in enumerate(inputs):
+            pose = small_pose()
+            K, w2c = orbit_camera(size, yaw, pitch, 0.8)
             rgb, mask = render(expr, pose, (K, w2c))
-            eval_frames.append({"file": f"e{j}_v{v}.png", "rgb": rgb, "mask": mask, "K": K, "w2c": w2c,
-                                "expression": expr.tolist(), "head_pose": pose})
-    if eval_frames:
-        _write_frames(out / "eval", eval_frames, ident.to_dict(), names, HEAD_MODEL_VERSION)
-    meta = {"seed": int(seed), "size": size, "spp": spp, "lighting_id": lighting_id, "out_of_distribution": {
-        **ood, "lighting": f"environment light id {lighting_id} (training uses 0..7)",
-        "skin_detail": "pores + moles painted into the face albedo"},
-        "inputs": ["frontal neutral", "near-frontal expressive", "profile ~65 deg"],
-        "eval": f"{eval_views} novel views x {eval_expressions} novel expressions",
-        "renderer": dict(tracer.info), "head_model_version": HEAD_MODEL_VERSION,
-        "head_config": "tiny" if tiny_head else "default"}
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    return out
+            frames.append({"file": f"{i:03d}.png", "rgb": rgb, "mask": mask, "K": K, "w2c": w2c,
+                           "expression": expr.tolist(), "head_pose": pose})
+        _write_frames(out, frames, ident.to_dict(), names, HEAD_MODEL_VERSION)
+
+        eval_yaws = [(-35.0, 8.0), (28.0, -6.0), (48.0, 10.0), (-15.0, -10.0), (80.0, 0.0)][:eval_views]
+        eval_frames = []
+        for j in range(eval_expressions):
+            expr = expressive(rng, names)
+            pose = small_pose()
+            for v, (yaw, pitch) in enumerate(eval_yaws):
+                K, w2c = orbit_camera(size, yaw, pitch, float(rng.uniform(0.7, 0.9)))
+                rgb, mask = render(expr, pose, (K, w2c))
+                eval_frames.append({"file": f"e{j}_v{v}.png", "rgb": rgb, "mask": mask, "K": K, "w2c": w2c,
+                                    "expression": expr.tolist(), "head_pose": pose})
+        if eval_frames:
+            _write_frames(out / "eval", eval_frames, ident.to_dict(), names, HEAD_MODEL_VERSION)
+        meta = {"seed": int(seed), "size": size, "spp": spp, "lighting_id": lighting_id, "out_of_distribution": {
+            **ood, "lighting": f"environment light id {lighting_id} (training uses 0..7)",
+            "skin_detail": "pores + moles painted into the face albedo"},
+            "inputs": ["frontal neutral", "near-frontal expressive", "profile ~65 deg"],
+            "eval": f"{eval_views} novel views x {eval_expressions} novel expressions",
+            "renderer": dict(tracer.info), "head_model_version": HEAD_MODEL_VERSION,
+            "head_config": "tiny" if tiny_head else "default"}
+        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return final
 
 
 class SubjectRenderConfig(ConfigBase):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+from synshot import fsio
 from synshot.cli import Command, UsageError
 from synshot.data.synthesize import DatasetPlan, SynthConfig, finalize, synthesize
 
@@ -48,12 +49,14 @@ def run(args, cfg: SynthConfig) -> int:
     if not (args.num_shards >= 1 and 0 <= args.shard_index < args.num_shards):
         raise UsageError(f"--shard-index {args.shard_index} must be in [0, --num-shards {args.num_shards})")
     if args.finalize:
-        manifests = finalize(cfg, args.out)
+        with fsio.user_errors(args.out, "cannot write the manifests"):
+            manifests = finalize(cfg, args.out)
         for split, m in manifests.items():
             state = "complete" if m["complete"] else f"INCOMPLETE ({len(m['shards'])}/{m['planned_shards']} shards)"
             print(f"{split}: {m['num_samples']} samples in {len(m['shards'])} shards, {state}")
         return 0 if all(m["complete"] for m in manifests.values()) else 1
-    result = synthesize(cfg, args.out, args.shard_index, args.num_shards, progress=not args.no_progress)
+    with fsio.user_errors(args.out, "cannot write the dataset"):
+        result = synthesize(cfg, args.out, args.shard_index, args.num_shards, progress=not args.no_progress)
     print(
         f"task {args.shard_index}/{args.num_shards}: rendered {len(result['rendered'])} shards, "
         f"skipped {len(result['skipped'])} complete, {result['seconds']:.1f} s -> {args.out}"

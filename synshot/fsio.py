@@ -82,7 +82,7 @@ def file_mode() -> int:
 def _user_error(path: Path | str, exc: OSError, what: str = "cannot write") -> OutputPathError:
     reason = exc.strerror or str(exc)
     return OutputPathError(f"{path}: {what} ({reason}); choose a writable output location "
-                           f"(--out) or fix the folder's permissions")
+                           f"or fix the folder's permissions")
 
 
 def is_user_oserror(exc: BaseException) -> bool:
@@ -124,12 +124,12 @@ def ensure_dir(path: Path | str) -> Path:
     """Create ``path`` (and parents) and check it is a writable folder; user problems raise OutputPathError."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputPathError(f"{path}: exists and is not a folder; choose another output folder (--out)")
+        raise OutputPathError(f"{path}: exists and is not a folder; choose another output folder")
     with user_errors(path, "cannot create the output folder"):
         path.mkdir(parents=True, exist_ok=True)
     if not os.access(path, os.W_OK | os.X_OK):
         raise OutputPathError(f"{path}: output folder is not writable; choose a writable output "
-                              f"location (--out) or fix the folder's permissions")
+                              f"location or fix the folder's permissions")
     return path
 
 
@@ -384,7 +384,7 @@ def publish_dir(target: Path | str, *, keep_previous: bool = True, purpose: str 
     """
     target = Path(target)
     if target.exists() and not target.is_dir():
-        raise OutputPathError(f"{target}: exists and is not a folder; choose another output folder (--out)")
+        raise OutputPathError(f"{target}: exists and is not a folder; choose another output folder")
     parent = ensure_dir(target.parent)
     with OutputLock(target, purpose=purpose, lock_file=sibling_lock(target)):
         for old in parent.glob(f".{target.name}{STAGING_MARK}*"):  # left by killed publishers

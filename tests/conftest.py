@@ -44,3 +44,36 @@ def cluster():
         if _in_ci():
             pytest.fail(f"local SLURM cluster could not start (CI=true, so this fails): {exc}")
         pytest.skip(f"local SLURM cluster could not start: {exc}")
+
+
+# ---- fault catalogue table (`make faults`: pytest -m faults --fault-table) ----
+
+_FAULT_RESULTS: list[tuple[str, str, str]] = []
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fault-table", action="store_true",
+                     help="after the run, print the fault catalogue as a table: case -> result")
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        if "faults" in report.keywords:
+            module, _, name = report.nodeid.partition("::")
+            outcome = {"passed": "handled", "failed": "NOT HANDLED", "skipped": "skipped"}[report.outcome]
+            _FAULT_RESULTS.append((module.rsplit("/", 1)[-1].removesuffix(".py"), name, outcome))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if not config.getoption("--fault-table") or not _FAULT_RESULTS:
+        return
+    tr = terminalreporter
+    tr.write_line("")
+    tr.write_line("| area | case | result |")
+    tr.write_line("|---|---|---|")
+    for module, name, outcome in _FAULT_RESULTS:
+        area = module.removeprefix("test_").removesuffix("_faults").replace("_", " ")
+        case = name.removeprefix("test_").replace("_", " ")
+        tr.write_line(f"| {area} | {case} | {outcome} |")
+    handled = sum(1 for *_, o in _FAULT_RESULTS if o == "handled")
+    tr.write_line(f"\n{handled} of {len(_FAULT_RESULTS)} fault cases handled")

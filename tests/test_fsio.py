@@ -14,6 +14,8 @@ import pytest
 from synshot import fsio
 from synshot.cli import EXIT_USAGE
 
+pytestmark = pytest.mark.faults
+
 
 @pytest.fixture
 def umask022():

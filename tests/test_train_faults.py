@@ -126,3 +126,17 @@ def test_missing_manifest_is_a_data_error_exit_5(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 5, err
     assert "manifest not found" in err and "Traceback" not in err
+
+
+def test_checkpoint_of_a_diverged_run_is_refused_on_load(tmp_path, dist_env):  # noqa: F811
+    """Weights with NaN saved (hash consistent) by a diverged run: exit 4 with the older step to use."""
+    from train.checkpoint import NonFiniteCheckpointError
+
+    code, engine, trainer, ckpt = _train(tmp_path, dist_env, 2, ckpt_every=1, name="div")
+    with torch.no_grad():
+        next(engine.module.parameters()).fill_(float("nan"))
+    trainer.step = 3
+    trainer.save()
+    with pytest.raises(NonFiniteCheckpointError, match=r"step_00000003: the restored weights hold NaN.*step_00000002") as e:
+        ckpt.load(_engine(dist_env, 6), ckpt.dir / "step_00000003")
+    assert e.value.exit_code == 4

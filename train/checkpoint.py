@@ -30,12 +30,17 @@ import torch
 import torch.distributed as dist
 
 from synshot import fsio
+from synshot.cli import NonFiniteError
 from train.errors import CheckpointError
 
 LATEST = "latest"
 META = "trainer_meta.json"
 TAG_RE = re.compile(r"^step_(\d{8})$")
 TMP_PREFIX = ".tmp-"
+
+
+class NonFiniteCheckpointError(NonFiniteError, RuntimeError):
+    """A checkpoint whose restored weights are not finite (exit 4)."""
 
 
 def tag_for(step: int) -> str:
@@ -302,6 +307,11 @@ class CheckpointManager:
             raise CheckpointError(f"{path}: DeepSpeed found no loadable checkpoint files there")
         if int(client.get("trainer_step", -1)) != int(meta["step"]) or int(state["step"]) != int(meta["step"]):
             raise CheckpointError(f"{path}: step mismatch between DeepSpeed files, meta and rank state")
+        bad = [n for n, p in engine.module.named_parameters() if p.numel() and not bool(torch.isfinite(p).all())]
+        if bad:  # saved by a run that had already diverged: its hash is right, its numbers are not
+            raise NonFiniteCheckpointError(
+                f"{path}: the restored weights hold NaN/inf in {bad[:5]}{' ...' if len(bad) > 5 else ''}; "
+                f"{_older_hint(path)}")
         return meta, state
 
     def _load_elastic(self, engine, path: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from synshot.cli import CheckpointFileError, Command, UsageError
+from synshot.cli import CheckpointFileError, Command, SynshotError, UsageError
 from synshot.runs import invert_dir
 
 CLI = Command("invert", "Invert the SynShot prior on 1-3 images of one subject (pivotal tuning).",
@@ -32,6 +32,8 @@ def run(args, cfg) -> int:
     out = args.out or invert_dir(cfg.run, subject)
     try:
         run_inversion(cfg, subject, out)
+    except SynshotError:  # its own family: input 2, prior/avatar file 3, non-finite 4
+        raise
     except ExportError as exc:
         raise CheckpointFileError(str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:  # SubjectError included: the message names the file

@@ -16,11 +16,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from synshot.cli import CheckpointFileError
+
 AVATAR_FORMAT = "synshot-avatar-1"
 PIVOT_KEY = "avatar.q_id"
 
 
-class AvatarError(ValueError):
+class AvatarError(CheckpointFileError, ValueError):
     """An avatar file that cannot be used; the message names the file and the fix."""
 
 
@@ -89,7 +91,7 @@ def _tensor_list(x) -> list:
 
 
 def save_avatar(path: str | Path, avatar: Avatar) -> Path:
-    from safetensors.torch import save_file
+    from synshot.model.io import write_safetensors
 
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in avatar.model.state_dict().items()}
@@ -105,11 +107,8 @@ def save_avatar(path: str | Path, avatar: Avatar) -> Path:
         "subject": avatar.subject,
         "gaussian_counts": json.dumps(avatar.model.gaussian_counts()),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return write_safetensors(path, tensors, meta, what="avatar",
+                             fix="the inversion diverged: lower stage1.lr/stage2.lr or check the subject's inputs")
 
 
 def load_avatar(path: str | Path, device: str | torch.device = "cpu") -> Avatar:
@@ -122,7 +121,8 @@ def load_avatar(path: str | Path, device: str | torch.device = "cpu") -> Avatar:
     path = Path(path)
     meta, tensors = read_safetensors(
         path, AvatarError, missing=f"{path}: avatar not found (create it with `make invert SUBJECT=...`)",
-        unreadable=lambda exc: f"{path}: not a readable safetensors file ({exc}); re-run the inversion")
+        unreadable=lambda exc: f"{path}: not a readable safetensors file ({exc}); re-run the inversion",
+        fix="re-run the inversion to re-create it")
     if meta.get("format") != AVATAR_FORMAT:
         raise AvatarError(f"{path}: not a SynShot avatar (format={meta.get('format')!r}); "
                           f"pass the avatar.safetensors written by `synshot invert`")

@@ -26,6 +26,7 @@ from pydantic import Field
 from synshot.cli import CheckpointFileError, Command, SynshotError, UsageError, get_logger
 from synshot.config import ConfigBase
 from synshot.invert.avatar import Avatar, AvatarError, load_avatar
+from synshot.invert.checks import check_expression
 from synshot.runs import DEFAULT_RUN, avatar_path
 from synshot.invert.video import image_grid, write_mp4
 
@@ -33,8 +34,8 @@ from synshot.invert.video import image_grid, write_mp4
 log = get_logger(__name__)
 
 
-class DriveError(ValueError):
-    """A driving sequence that cannot be used; names the file/frame and the fix."""
+class DriveError(UsageError, ValueError):
+    """A driving sequence that cannot be used; names the file/frame and the fix (exit 2)."""
 
 
 @dataclass
@@ -56,7 +57,11 @@ def _expression(value, names: list[str], where: str) -> torch.Tensor:
             raise DriveError(f"{where}: unknown expression names {unknown}; valid: {names}")
         out = torch.zeros(len(names))
         for k, v in value.items():
-            out[names.index(k)] = float(v)
+            try:
+                out[names.index(k)] = float(v)
+            except (TypeError, ValueError):
+                raise DriveError(f"{where}: expression value of '{k}' must be a number, got {v!r}") from None
+        check_expression(out, names, f"{where}.expression", DriveError)
         return out
     try:
         out = torch.tensor([float(v) for v in value])
@@ -65,14 +70,39 @@ def _expression(value, names: list[str], where: str) -> torch.Tensor:
     if out.numel() != len(names):
         raise DriveError(f"{where}: {out.numel()} expression coefficients, the avatar's head model has "
                          f"{len(names)} ({names})")
+    check_expression(out, names, f"{where}.expression", DriveError)
     return out
 
 
 def _mat(value, shape, where: str) -> torch.Tensor:
-    t = torch.tensor(value, dtype=torch.float32)
+    from synshot.invert.subject import SubjectError, _check_rigid
+
+    try:
+        t = torch.tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError) as exc:
+        raise DriveError(f"{where}: expected a {shape[0]}x{shape[1]} list of numbers ({exc})") from None
     if tuple(t.shape) != shape:
         raise DriveError(f"{where}: expected shape {shape}, got {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise DriveError(f"{where}: contains NaN or infinity")
+    try:
+        if shape == (4, 4):
+            _check_rigid(t, where, "give a rigid transform (w2c: world-to-camera, OpenCV)")
+        elif shape == (3, 3) and (t[0, 0] <= 0 or t[1, 1] <= 0 or not torch.allclose(t[2], torch.tensor([0.0, 0.0, 1.0]))):
+            raise SubjectError(f"{where}: expected [[fx,0,cx],[0,fy,cy],[0,0,1]] with fx, fy > 0 (pixels)")
+    except SubjectError as exc:
+        raise DriveError(str(exc)) from None
     return t
+
+
+def _fps(value, where: str) -> int:
+    try:
+        fps = float(value)
+    except (TypeError, ValueError):
+        raise DriveError(f"{where}: fps must be a number, got {value!r}") from None
+    if not (fps >= 1 and fps == int(fps) and fps <= 240):
+        raise DriveError(f"{where}: fps must be a whole number in [1, 240], got {value!r}")
+    return int(fps)
 
 
 def sequence_from_json(path: Path, avatar: Avatar) -> DriveSequence:
@@ -100,16 +130,25 @@ def sequence_from_json(path: Path, avatar: Avatar) -> DriveSequence:
         poses.append(_mat(fr["head_pose"], (4, 4), f"{where}.head_pose") if "head_pose" in fr else pose0)
         Ks.append(_mat(fr["K"], (3, 3), f"{where}.K") if "K" in fr else K0)
         w2cs.append(_mat(fr["w2c"], (4, 4), f"{where}.w2c") if "w2c" in fr else w2c0)
+    if not (0 < width <= 8192 and 0 < height <= 8192):
+        raise DriveError(f"{path}: width/height must be in [1, 8192], got {width}x{height}")
     return DriveSequence(torch.stack(ex), torch.stack(poses), torch.stack(Ks), torch.stack(w2cs), width, height,
-                         int(data.get("fps", 12)))
+                         _fps(data.get("fps", 12), f"{path}"))
 
 
 def sequence_from_subject(path: Path, avatar: Avatar, size: int) -> DriveSequence:
     """Cross-reenactment: expressions, head poses and cameras of another subject's frames."""
     from synshot.invert.subject import load_subject
 
+    from synshot.invert.subject import check_cameras_see_head
+
     subj = load_subject(path, size=size, head_model_version=avatar.head_model_version,
                         expression_names=avatar.expression_names)
+    min_visible = float(avatar.invert_config.get("subject", {}).get("min_head_visible", 0.5))
+    check_cameras_see_head(subj, [avatar.head.vertices(f.expression) for f in subj.frames], min_visible)
+    if subj.eval_frames:
+        check_cameras_see_head(subj, [avatar.head.vertices(f.expression) for f in subj.eval_frames], min_visible,
+                               eval_frames=True)
     frames = subj.frames + subj.eval_frames
     sizes = {(f.height, f.width) for f in frames}
     if len(sizes) != 1:
@@ -124,6 +163,11 @@ def drive(avatar: Avatar, seq: DriveSequence, out: str | Path, side_by_side: boo
           background=(1.0, 1.0, 1.0), backend: str = "auto") -> Path:
     rgb, _ = avatar.render(seq.expressions, seq.head_poses, seq.K, seq.w2c, seq.height, seq.width,
                            background=background, backend=backend)
+    if not bool(torch.isfinite(rgb).all()):
+        from synshot.cli import NonFiniteError
+
+        raise NonFiniteError(f"{out}: not written, the rendered frames hold NaN/inf (avatar or sequence values "
+                             f"out of the prior's range); check the avatar with a plain inversion render")
     frames = list(rgb.cpu())
     if side_by_side and seq.sources is not None:
         frames = [image_grid([[src, r]]) for src, r in zip(seq.sources, frames)]

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from synshot.invert.arcface import ArcFace, cosine_similarity, crop_resize, square_boxes
 from synshot.invert.avatar import Avatar
+from synshot.invert.checks import require_finite_output
 from synshot.camera import orbit_w2c, pose_points, project_points
 from synshot.invert.geometry import turntable_angles
 from synshot.invert.ply import write_ply
@@ -24,7 +25,9 @@ def export_ply(avatar: Avatar, path: str | Path) -> Path:
     """The avatar's Gaussians in the neutral expression, in the head frame (identity pose)."""
     e = len(avatar.expression_names)
     g = avatar.gaussians(torch.zeros(1, e), torch.eye(4)[None])
-    return write_ply(path, **g.sample(0))
+    fields = g.sample(0)
+    require_finite_output(path, "avatar's Gaussians", **{k: v for k, v in fields.items() if isinstance(v, Tensor)})
+    return write_ply(path, **fields)
 
 
 def turntable_cameras(avatar: Avatar, frames: int, degrees: float) -> tuple[Tensor, Tensor]:
@@ -43,6 +46,7 @@ def render_turntable(avatar: Avatar, path: str | Path, frames: int, fps: int, de
     poses = avatar.reference["head_pose"].float().expand(frames, 4, 4)
     rgb, _ = avatar.render(torch.zeros(frames, e), poses, K, w2c, int(avatar.reference["height"]),
                            int(avatar.reference["width"]), background=background, backend=backend)
+    require_finite_output(path, "turntable render", frames=rgb)
     return write_mp4(path, list(rgb.cpu()), fps=fps)
 
 
@@ -97,6 +101,7 @@ def write_metrics(path: str | Path, metrics: dict[str, Any]) -> Path:
 
 def write_comparison(path: str | Path, inputs: Tensor, renders: Tensor, eval_targets: Tensor | None = None,
                      eval_renders: Tensor | None = None) -> Path:
+    require_finite_output(path, "comparison", renders=renders, eval_renders=eval_renders)
     rows = [list(inputs), list(renders)]
     if eval_targets is not None and eval_renders is not None and len(eval_targets):
         rows += [list(eval_targets), list(eval_renders)]

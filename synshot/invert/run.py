@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from synshot import fsio
 from synshot.config import dump_config
 from synshot.invert.avatar import Avatar, save_avatar
 from synshot.invert.config import InvertConfig
@@ -78,13 +79,25 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     prior = resolve_prior(cfg.ckpt, cfg.run)
     model, _ = load_prior(prior, device)
     subject, head = prepare_subject(cfg, subject_dir)
     for w in subject.warnings:
         warnings.warn(w, stacklevel=2)
+    # every output is written into a staging folder and published as one set: a failed or diverged
+    # run leaves the previous outputs untouched, a re-run never leaves stale files beside new ones,
+    # and two inversions into one folder are refused (lock)
+    with fsio.publish_dir(out_dir, purpose="invert") as out:
+        metrics = _invert_into(cfg, subject, head, model, prior, device, out, start, log)
+    log(f"[invert] done in {metrics['wall_s']:.1f} s: loss {metrics['loss_first']:.4f} -> {metrics['loss_final']:.4f}"
+        + (f", eval PSNR (full frame) {metrics['eval_psnr_full']:.2f} dB" if "eval_psnr_full" in metrics else "")
+        + f"; outputs in {out_dir}")
+    return metrics
+
+
+def _invert_into(cfg: InvertConfig, subject, head, model, prior, device, out: Path, start: float, log
+                 ) -> dict[str, Any]:
+    """The two PTI stages and every output file, written into ``out`` (a staging folder)."""
     writer = None
     if cfg.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
@@ -141,6 +154,4 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 writer.add_scalar(f"metrics/{k}", v, 0)
         writer.close()
-    log(f"[invert] done in {metrics['wall_s']:.1f} s: loss {metrics['loss_first']:.4f} -> {metrics['loss_final']:.4f}"
-        + (f", eval PSNR (full frame) {metrics['eval_psnr_full']:.2f} dB" if "eval_psnr_full" in metrics else "") + f"; outputs in {out}")
     return metrics

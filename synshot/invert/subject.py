@@ -27,12 +27,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from synshot.camera import project_points
+from synshot.cli import UsageError
+from synshot.invert.checks import MIN_MASK_AGREEMENT, UPSAMPLE_WARN, check_expression, mask_agreement
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
-class SubjectError(ValueError):
-    """A problem with a subject folder, naming the file and how to fix it."""
+class SubjectError(UsageError, ValueError):
+    """A problem with a subject folder, naming the file and how to fix it (exit 2)."""
 
 
 @dataclass
@@ -290,10 +292,15 @@ def _load_frames(folder: Path, *, expression_names: list[str] | None, size: int,
             n = len(expression_names) if expression_names is not None else "?"
             raise SubjectError(f"{where_p}.expression: has {expr.numel()} coefficients, the head model has {n} "
                                f"({expression_names}); re-track with this head model")
+        check_expression(expr, expression_names, f"{where_p}.expression", SubjectError)
         pose = _matrix(par["head_pose"], (4, 4), f"{where_p}.head_pose")
         _check_rigid(pose, f"{where_p}.head_pose", "give the head-to-world rigid transform")
         rgb = torch.from_numpy(rgb_np).permute(2, 0, 1).contiguous()
         mask = torch.from_numpy(np.ascontiguousarray(mask_np, dtype=np.float32))[None]
+        if size / max(h, w) > UPSAMPLE_WARN:
+            warnings.append(f"{img_path}: {w}x{h} is upsampled {size / max(h, w):.1f}x to image_size={size}; "
+                            f"the avatar cannot be sharper than the input: use a larger image or a smaller "
+                            f"image_size")
         rgb, mask, K = resize_frame_arrays(rgb, mask, K, size)
         frames.append(Frame(img_path.name, rgb, mask, K, w2c, expr, pose))
     return frames, params_raw
@@ -365,3 +372,11 @@ def check_cameras_see_head(subject: Subject, head_vertices: Sequence[torch.Tenso
                     if depth <= 0 else "check that w2c is world-to-camera in OpenCV convention and K is in pixels")
             raise SubjectError(f"{cams} [{frame.name}]: the camera sees only {100 * frac:.0f}% of the head "
                                f"(need {100 * min_fraction:.0f}%); {hint}")
+        if float(frame.mask.mean()) < 0.98:  # a real mask (not the whole-image fallback): check orientation
+            agree = mask_agreement(world, frame.K, frame.w2c, frame.mask[0])
+            if agree < MIN_MASK_AGREEMENT:
+                raise SubjectError(
+                    f"{cams} [{frame.name}]: the head projected with this camera lands on the mask for only "
+                    f"{100 * agree:.0f}% of its points (need {100 * MIN_MASK_AGREEMENT:.0f}%): the camera does not "
+                    f"look at the head the way the image shows it. w2c is probably camera-to-world (invert it) "
+                    f"or in OpenGL convention (flip the y and z camera axes); or the entry belongs to another image")

@@ -6,12 +6,14 @@ loads exports on a machine without the training stack.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from synshot.cli import CheckpointFileError, NonFiniteError
 from synshot.config import ConfigError, validate_config
 from synshot.model.config import ModelConfig
 from synshot.model.prior import SynShotPrior, _zero_template
@@ -20,8 +22,62 @@ from synshot.model.sampler import MaskFn
 EXPORT_FORMAT = "synshot-prior-1"
 
 
-class ExportError(ValueError):
-    """An exported prior file that cannot be used; the message names the file and the fix."""
+class ExportError(CheckpointFileError, ValueError):
+    """An exported prior file that cannot be used; the message names the file and the fix (exit 3)."""
+
+
+class NonFiniteWeightsError(NonFiniteError, ValueError):
+    """Weights holding NaN/inf, found when loading or before writing a file (exit 4)."""
+
+
+CONTENT_HASH_KEY = "tensors_sha256"  # metadata entry: SHA-256 of every tensor (name, dtype, shape, bytes)
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors in name order (name, dtype, shape, raw bytes): the file's content hash.
+
+    Stored in the safetensors metadata by :func:`write_safetensors` and recomputed by
+    :func:`read_safetensors`, so a damaged byte anywhere in the weights is found on load.
+    """
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN/inf (with how many values)."""
+    out = []
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.is_floating_point() and t.numel():
+            bad = int((~torch.isfinite(t.detach())).sum())
+            if bad:
+                out.append(f"{name} ({bad} of {t.numel()})")
+    return out
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str], *, what: str,
+                      fix: str) -> Path:
+    """Write ``tensors`` + ``meta`` (plus their content hash) atomically; refuses non-finite weights.
+
+    ``what``/``fix`` word the error: a file of NaN weights is never written with success.
+    """
+    from safetensors.torch import save_file
+
+    from synshot import fsio
+
+    path = Path(path)
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise NonFiniteWeightsError(f"{path}: not written, the {what} holds NaN/inf in {', '.join(bad[:6])}"
+                                    f"{' ...' if len(bad) > 6 else ''}; {fix}")
+    meta = dict(meta, **{CONTENT_HASH_KEY: tensors_digest(tensors)})
+    with fsio.atomic_path(path) as tmp:  # a crash never leaves a half-written file under the real name
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
 
 
 def _head_version() -> str:
@@ -44,18 +100,19 @@ def save_exported(model: SynShotPrior, config: ModelConfig, path: str | Path) ->
         "head_model_version": _head_version(),
         "gaussian_counts": json.dumps(model.gaussian_counts()),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)  # atomic: a crash never leaves a half-written export under the real name
-    return path
+    return write_safetensors(path, tensors, meta, what="prior",
+                             fix="export an earlier checkpoint (the run diverged) with `synshot export`")
 
 
 def read_safetensors(path: Path, error: type[Exception], *, missing: str,
-                     unreadable: Callable[[Exception], str]) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a safetensors file on CPU; a missing or unreadable file raises ``error``.
+                     unreadable: Callable[[Exception], str], fix: str = "re-create the file"
+                     ) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a safetensors file on CPU, verified; problems raise ``error`` naming the file.
 
-    Shared by prior exports and avatars: both are safetensors + JSON metadata, never pickle.
+    Shared by prior exports and avatars: both are safetensors + JSON metadata, never pickle. The
+    content hash recorded at writing (:data:`CONTENT_HASH_KEY`) must match (damaged bytes, even of the
+    right length, are refused; files written before hashes existed are accepted), and every weight must
+    be finite (:class:`NonFiniteWeightsError`, exit 4). ``fix`` ends both messages.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -63,9 +120,18 @@ def read_safetensors(path: Path, error: type[Exception], *, missing: str,
         raise error(missing)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            return (f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
+            meta, tensors = (f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise error(unreadable(exc)) from None
+    recorded = meta.get(CONTENT_HASH_KEY)
+    if recorded is not None and tensors_digest(tensors) != recorded:
+        raise error(f"{path}: damaged, the weights' content hash differs from the one recorded when the file "
+                    f"was written (a corrupted copy or disk error); {fix}")
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise NonFiniteWeightsError(f"{path}: weights hold NaN/inf in {', '.join(bad[:6])}"
+                                    f"{' ...' if len(bad) > 6 else ''}; {fix}")
+    return meta, tensors
 
 
 def load_exported(
@@ -77,7 +143,8 @@ def load_exported(
         path, ExportError,
         missing=f"{path}: exported prior not found (produce it with `synshot export`)",
         unreadable=lambda exc: (f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}. "
-                                "Re-export it with `synshot export`."))
+                                "Re-export it with `synshot export`."),
+        fix="re-export it from a good checkpoint with `synshot export`")
     if meta.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{path}: not a SynShot prior export (metadata format={meta.get('format')!r}, "
                           f"expected {EXPORT_FORMAT!r}); produce one with `synshot export`")
