@@ -71,7 +71,7 @@ def test_write_json_refuses_nan(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permissions")
-def test_unwritable_folder_is_a_user_error(tmp_path):
+def test_no_permission_folder_is_a_user_error_non_root_only(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)

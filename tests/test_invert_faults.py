@@ -174,7 +174,7 @@ def _prepare(prior_path, subject):
 @pytest.mark.parametrize("value,needle", [
     (float("nan"), r"expression coefficient\(s\) jaw_open \(#0\) are NaN/inf"),
     (7.0, r"expression coefficient\(s\) jaw_open \(#0\)=7 outside \[-0.5, 1.5\]"),
-])
+], ids=["nan", "out-of-range"])
 def test_bad_expressions_have_their_own_message(prior_path, subject_dir, tmp_path, value, needle):
     from synshot.invert.subject import SubjectError
 
