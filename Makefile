@@ -19,7 +19,7 @@ export PYTHONPATH := $(CURDIR)
 export OMP_WAIT_POLICY ?= PASSIVE
 
 SETUP_STAMP := $(VENV)/.setup-done
-APT_PACKAGES := slurmctld slurmd slurm-client munge slurmdbd mariadb-server libllvm19 curl
+APT_PACKAGES := slurmctld slurmd slurm-client munge slurmdbd mariadb-server libllvm19 curl chromium
 
 # the run layout (synshot/runs.py): runs/<name>/{checkpoints,tb,prior.safetensors,invert/<subject>}
 RUN ?= runs/tiny
@@ -104,6 +104,12 @@ invert: setup
 ## drive        drive RUN's avatar of SUBJECT with EXPR (a sequence JSON or another subject) -> driven.mp4 [PLY=dir: + world-space .ply per frame]
 drive: setup
 	$(SYNSHOT) drive --subject $(SUBJECT) --expr $(EXPR) run=$(RUN) --side-by-side $(if $(OUT),--out $(OUT),) $(if $(PLY),--ply $(PLY) --compressed,) $(ARGS)
+
+##@ view
+.PHONY: view
+## view         RUN's avatar of SUBJECT (or AVATAR=file) in the browser at http://127.0.0.1:8080, with SUBJECT's photos [EXPR="seq.json subjects/s1"] [PORT=8080]
+view: setup
+	$(SYNSHOT) view $(if $(AVATAR),$(AVATAR),) --subject $(SUBJECT) run=$(RUN) $(foreach e,$(EXPR),--expr $(e)) $(if $(PORT),port=$(PORT),) $(if $(OUT),--out $(OUT),) $(ARGS)
 
 ##@ eval
 ## eval         demo pipeline on 10 test subjects + the paper's ablations (same budget and tuning) + baselines -> runs/demo/eval/report.md
