@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from synshot.invert.ply import SH_C0
-from synshot.view.scene import (SCENE_UNITS_PER_METRE, head_pose, project, quat_to_matrix, rotation_ypr,
-                                splat_arrays, viser_camera)
+from synshot.camera import project_points, quat_to_matrix
+from synshot.view.scene import SCENE_UNITS_PER_METRE, head_pose, rotation_ypr, splat_arrays, viser_camera
 from synshot.view.server import _ypr
 
 
@@ -44,7 +44,7 @@ def test_viewer_camera_matches_the_opencv_camera():
     np.testing.assert_allclose(cam["position"], centre.numpy() * SCENE_UNITS_PER_METRE, atol=1e-4)
     assert cam["up"] @ np.array([0, 1.0, 0]) > 0.99  # world y is up
     assert 2 * math.tan(cam["fov"] / 2) * float(K[1, 1]) == pytest.approx(100, rel=1e-5)
-    np.testing.assert_allclose(project(target[None], K, w2c)[0, :2].numpy(), [50, 50], atol=1e-3)
+    np.testing.assert_allclose(project_points(target[None], K, w2c)[0][0].numpy(), [50, 50], atol=1e-3)
 
 
 def test_splat_buffers_are_in_centimetres_with_dc_colours():

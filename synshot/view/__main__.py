@@ -1,4 +1,4 @@
-"""synshot view AVATAR [--expr SEQ.json|SUBJECT ...] [--subject DIR] [port=8080 ...]: the browser viewer.
+"""synshot view [AVATAR] [--subject DIR] [--expr SEQ.json|SUBJECT ...] [port=8080 ...]: the browser viewer.
 
 Serves on 127.0.0.1 (the next free port when the asked one is taken; the URL is printed), until
 Ctrl-C or until the last browser tab has been closed for ``exit_after_close_s`` seconds.
@@ -14,33 +14,39 @@ from pydantic import Field
 
 from synshot.cli import EXIT_CHECKPOINT, CheckpointFileError, Command, UsageError, get_logger
 from synshot.config import ConfigBase
+from synshot.runs import DEFAULT_RUN, avatar_path
 
 LOG = get_logger("synshot.view")
 
 
 class ViewConfig(ConfigBase):
-    """How the viewer serves (every key can be set as key=value on the command line)."""
+    """Which avatar to show, with what, and how to serve it (every key can be set as key=value)."""
 
+    run: str = DEFAULT_RUN  # with ``subject``: show <run>/invert/<subject>/avatar.safetensors
+    avatar: str | None = None  # an avatar file (overrides run + subject); with prior=true an exported prior
+    subject: str | None = None  # the avatar's subject (its folder: its input photos are shown to compare)
+    prior: bool = False  # ``avatar`` is an exported prior: show its average identity (no inversion)
+    expr: list[str] = []  # driving sequences: sequence JSONs or other subject folders
     host: str = "127.0.0.1"  # local only; another address exposes the avatar to the network
     port: int = Field(8080, ge=0, le=65535)  # taken -> the next free one (printed)
     device: str = "cpu"  # where the prior decodes ("cuda" on a GPU machine)
     exit_after_close_s: float | None = Field(10.0, ge=0)  # stop when no tab is open for this long; null: never
-    mesh: str = "default"  # head mesh of --prior avatars (the avatar file carries its own)
+    mesh: str = "default"  # head mesh of prior=true avatars (an avatar file carries its own)
 
 
 CLI = Command("view", "Look at an avatar in the browser: orbit, expression and pose sliders, driving "
                       "sequences, input photos, screenshots.", config_cls=ViewConfig,
               out_help="folder for screenshots (default: beside the avatar, view_screenshots/)",
-              example="synshot view runs/demo/invert/s3001/avatar.safetensors --expr seq.json port=8090")
-CLI.parser.add_argument("avatar", help="avatar.safetensors from `synshot invert` (or an exported prior with --prior)")
-CLI.parser.add_argument("--prior", action="store_true",
-                        help="AVATAR is an exported prior: show its average identity (no inversion)")
-CLI.parser.add_argument("--expr", action="append", default=[],
-                        help="driving sequence: a JSON sequence or another subject folder (repeatable)")
-CLI.parser.add_argument("--subject", help="the avatar's subject folder: its input photos, to compare")
+              example="synshot view --subject subjects/s3001 --expr subjects/s3002 port=8090")
+CLI.option("avatar", key="avatar", help="avatar.safetensors from synshot invert (or an exported prior with --prior)")
+CLI.option("--subject", key="subject", help="the run's avatar of this subject; a folder also gives the photos")
+CLI.option("--prior", key="prior", action="store_true", help="AVATAR is an exported prior: its average identity")
+CLI.option("--expr", key="expr", action="append", help="driving sequence: JSON or another subject folder (repeatable)")
+CLI.option("--port", key="port", type=int, help="port on 127.0.0.1 (taken: the next free one)")
+CLI.option("--device", key="device", help="cpu or cuda")
 
 
-def load_for_view(path: str, prior: bool, cfg: ViewConfig):
+def load_for_view(path: Path, prior: bool, cfg: ViewConfig):
     from synshot.invert.avatar import AvatarError, load_avatar
     from synshot.model.io import ExportError
 
@@ -70,7 +76,7 @@ def load_sequences(paths: list[str], avatar) -> dict:
 
 
 def load_photos(subject: str | None, avatar) -> list:
-    if not subject:
+    if not subject or not Path(subject).is_dir():
         return []
     import numpy as np
 
@@ -93,15 +99,18 @@ def load_photos(subject: str | None, avatar) -> list:
 def run(args, cfg: ViewConfig) -> int:
     from synshot.view.server import AvatarViewer
 
+    if cfg.avatar is None and cfg.subject is None:
+        raise UsageError("which avatar? pass AVATAR (a file) or --subject NAME (its avatar under the run)")
+    avatar_file = Path(cfg.avatar) if cfg.avatar else avatar_path(cfg.run, cfg.subject)
     avatar, error = None, None
     try:
-        avatar = load_for_view(args.avatar, args.prior, cfg)
+        avatar = load_for_view(avatar_file, cfg.prior, cfg)
     except CheckpointFileError as exc:
         error = str(exc)
         print(f"error: {error}", file=sys.stderr, flush=True)
-    sequences = load_sequences(args.expr, avatar) if avatar is not None else {}
-    photos = load_photos(args.subject, avatar) if avatar is not None else []
-    shots = Path(args.out) if args.out else Path(args.avatar).resolve().parent / "view_screenshots"
+    sequences = load_sequences(cfg.expr, avatar) if avatar is not None else {}
+    photos = load_photos(cfg.subject, avatar) if avatar is not None else []
+    shots = Path(args.out) if args.out else avatar_file.resolve().parent / "view_screenshots"
     viewer = AvatarViewer(avatar, host=cfg.host, port=cfg.port, sequences=sequences, photos=photos,
                           screenshot_dir=shots, error=error)
     if viewer.port != cfg.port and cfg.port != 0:

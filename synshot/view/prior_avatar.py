@@ -21,7 +21,7 @@ HEAD_SIZE_M = 0.30
 
 def frontal_camera(size: int, distance: float = REFERENCE_DISTANCE_M, fill: float = 0.8) -> tuple[torch.Tensor, torch.Tensor]:
     """(K, w2c) looking at the head centre from the front; the head fills ``fill`` of the image."""
-    from synshot.head import look_at_w2c
+    from synshot.camera import look_at_w2c
 
     target = np.array([0.0, -0.02, 0.0])
     f = fill * size * distance / HEAD_SIZE_M

@@ -12,19 +12,10 @@ import math
 import numpy as np
 import torch
 
+from synshot.camera import quat_to_matrix
 from synshot.invert.ply import SH_C0
 
 SCENE_UNITS_PER_METRE = 100.0
-
-
-def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    """(N,4) wxyz unit quaternions -> (N,3,3) rotations."""
-    w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).view(*q.shape[:-1], 3, 3)
 
 
 def splat_arrays(sample: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -62,10 +53,3 @@ def viser_camera(K: torch.Tensor, w2c: torch.Tensor, height: int, target: torch.
     fov = 2 * math.atan(0.5 * height / float(K[1, 1]))
     return {"position": (c2w[:3, 3] * s).numpy(), "look_at": (target.double() * s).numpy(),
             "up": (-c2w[:3, 1]).numpy(), "fov": fov}
-
-
-def project(points_m: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor) -> torch.Tensor:
-    """(N,3) world points in metres -> (N,3) pixel x, y and depth (OpenCV, pixel centres at +0.5)."""
-    cam = points_m @ w2c[:3, :3].T + w2c[:3, 3]
-    uv = cam @ K.T
-    return torch.cat([uv[:, :2] / uv[:, 2:3], cam[:, 2:3]], 1)
