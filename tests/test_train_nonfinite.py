@@ -81,12 +81,13 @@ def test_too_many_nan_steps_abort(setup, tmp_path, monkeypatch):
 
 
 def test_stop_request_on_sigterm_and_sigusr1():
+    before = signal.getsignal(signal.SIGTERM)
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         with StopRequest() as stop:
             assert not stop.requested
             os.kill(os.getpid(), sig)
             assert stop.requested and stop.signum == sig
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is restored
 
 
 def test_zero3_trains_and_consolidates(setup, tmp_path, monkeypatch):

@@ -180,10 +180,12 @@ def _check_head_version(loader, rank: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from train.preempt import StopRequest
 
-    stop = StopRequest().install()  # first of all: a SIGUSR1/SIGTERM during start-up is remembered, not fatal
-    # DeepSpeed 0.19.8 ZeRO calls a deprecated torch collective on every step: one line per rank, no information
-    warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
-    return CLI.main(argv, lambda args, cfg: _run(args, cfg, stop))
+    # first of all: a SIGUSR1/SIGTERM during start-up is remembered, not fatal; the previous handlers are
+    # restored on return, so an in-process caller (tests, the synshot script) keeps its own
+    with StopRequest() as stop:
+        # DeepSpeed 0.19.8 ZeRO calls a deprecated torch collective on every step: one line per rank, no information
+        warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
+        return CLI.main(argv, lambda args, cfg: _run(args, cfg, stop))
 
 
 def _run(args, cfg, stop) -> int:
