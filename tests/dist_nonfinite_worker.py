@@ -20,7 +20,7 @@ from train.distributed import setup_distributed
 from train.engine import build_engine
 from train.loop import LoopSettings, Trainer
 from train.preempt import StopRequest
-from train.state import seed_everything
+from synshot.seeding import seed_everything
 from train.tb import TBLogger
 
 

@@ -70,7 +70,8 @@ def _cfg(prior_path, *extra) -> InvertConfig:
 
 def _inversion(prior_path, subject_dir, *extra):
     from synshot.invert.pti import Inversion
-    from synshot.invert.run import load_prior, prepare_subject, seed_everything
+    from synshot.invert.run import load_prior, prepare_subject
+    from synshot.seeding import seed_everything
 
     cfg = _cfg(prior_path, *extra)
     seed_everything(cfg.seed)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from synshot.invert.ply import SH_C0, read_ply, write_ply
-from synshot.invert.video import image_grid, read_mp4_frames, write_mp4
+from synshot.images import image_grid
+from synshot.invert.video import read_mp4_frames, write_mp4
 
 
 def _gaussians(n=50, degree=3, seed=0):

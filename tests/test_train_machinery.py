@@ -20,7 +20,8 @@ from train.engine import WarmupCosine, build_engine
 from train.errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, NonFiniteLossError
 from train.loop import LoopSettings, StepOutput, Trainer
 from train.preempt import StopRequest
-from train.state import restore_rng, seed_everything
+from synshot.seeding import seed_everything
+from train.state import restore_rng
 from train.tb import TBLogger
 
 

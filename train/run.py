@@ -59,7 +59,8 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
     from train.distributed import setup_distributed
     from train.engine import build_engine, set_activation_checkpointing
     from train.loop import LoopSettings, Trainer
-    from train.state import restore_rng, seed_everything
+    from synshot.seeding import seed_everything
+    from train.state import restore_rng
     from train.task import PriorTask
     from train.tb import TBLogger
     from train.validate import Validator

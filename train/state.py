@@ -13,13 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-def seed_everything(seed: int, rank: int) -> None:
-    """Seed python/numpy/torch with a per-rank offset (data order is the loader's own business)."""
-    s = int(seed) * 1000 + int(rank)
-    random.seed(s)
-    np.random.seed(s % 2**32)
-    torch.manual_seed(s)
+from synshot.seeding import seed_everything  # noqa: F401  (train seeds through the one helper)
 
 
 def _b64(t: torch.Tensor) -> str:

@@ -33,6 +33,7 @@ from synshot.eval.config import EvalConfig
 from synshot.eval.metrics import frame_metrics, mean_over_frames
 from synshot.eval.noprior import composite_target, fit_no_prior, render_frames, resolve_budget
 from synshot.eval.splits import check_subjects
+from synshot.images import batch_to_uint8
 from synshot.invert.config import InvertConfig
 from synshot.invert.subject import Frame, Subject
 
@@ -100,10 +101,6 @@ def id_distance_pair() -> Callable | None:
     except ImportError:
         return None
     return pair_id_distance
-
-
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    return (images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
 class Evaluator:
@@ -216,7 +213,7 @@ class Evaluator:
             details["gaussians"] = prior_gaussians(inv_cfg.ckpt)
         per_frame = self.score(pred, frames, inv_cfg.background, head)
         details["wall_s"] = time.perf_counter() - start
-        renders = _to_uint8(pred)
+        renders = batch_to_uint8(pred)
         with fsio.atomic_open(folder / "renders.npy", "wb") as f:
             np.save(f, renders)
         # result.json last: its presence (with the digest) is what marks the result finished

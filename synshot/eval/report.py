@@ -18,7 +18,7 @@ from synshot.eval.metrics import HIGHER_IS_BETTER, absent_metrics
 from synshot.eval.protocol import MethodResult
 from synshot.eval.stats import DEFAULT_REPLICATES, Interval, bootstrap, paired_difference, verdict_word
 from synshot.invert.subject import Subject
-from synshot.invert.video import image_grid, save_png, to_uint8
+from synshot.images import image_grid, save_png, to_uint8
 
 METHOD_ORDER = ("no_prior", "prior_only", "stage1_only", "full")
 METHOD_DESCRIPTIONS = {

@@ -28,7 +28,8 @@ from synshot.config import ConfigBase
 from synshot.invert.avatar import Avatar, AvatarError, load_avatar
 from synshot.invert.checks import check_expression
 from synshot.runs import DEFAULT_RUN, avatar_path
-from synshot.invert.video import image_grid, write_mp4
+from synshot.images import image_grid
+from synshot.invert.video import write_mp4
 
 
 log = get_logger(__name__)

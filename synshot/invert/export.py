@@ -18,7 +18,8 @@ from synshot.camera import orbit_w2c, pose_points, project_points
 from synshot.invert.geometry import turntable_angles
 from synshot.invert.ply import write_ply
 from synshot.invert.subject import Frame
-from synshot.invert.video import image_grid, save_png, write_mp4
+from synshot.images import image_grid, save_png
+from synshot.invert.video import write_mp4
 
 
 def export_ply(avatar: Avatar, path: str | Path) -> Path:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import random
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from synshot import fsio
@@ -27,14 +25,9 @@ from synshot.invert.headio import HeadAdapter
 from synshot.invert.pti import Inversion, resolve_device
 from synshot.invert.subject import SubjectError, check_cameras_see_head, load_subject
 from synshot.runs import resolve_prior
+from synshot.seeding import seed_everything
 
 OUTPUT_FILES = ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json", "inputs_vs_renders.png")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def load_prior(path: str | Path, device: torch.device):
