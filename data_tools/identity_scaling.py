@@ -1,9 +1,9 @@
 """Identity-scaling study: table + plot from trained priors and their evaluations.
 
-    python -m data_tools.identity_scaling RUN_DIR [RUN_DIR ...] --plot docs/img/identity_scaling.png
+    synshot data scaling RUN_DIR [RUN_DIR ...] --plot docs/img/identity_scaling.png [--out rows.json]
 
 Each RUN_DIR is a training run (``config.json`` from ``python -m train``) holding ``eval/metrics.json``
-from ``python -m synshot.eval ... out=RUN_DIR/eval`` on the validation subjects. The number of training
+from ``synshot eval ... --out RUN_DIR/eval`` on the validation subjects. The number of training
 identities and expressions comes from the dataset manifest the run trained on; methods missing in a
 run's evaluation (the no-prior baseline does not depend on the prior) are taken from ``--baseline``.
 Prints a markdown table: mean PSNR per method and the paired difference to the no-prior baseline
@@ -12,10 +12,13 @@ over the same subjects, with a 95 % t interval.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
+
+from synshot.cli import Command, UsageError
+from synshot.config import ConfigBase
+from synshot.fsio import write_text
 
 METHODS = ("no_prior", "prior_only", "stage1_only", "full")
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
@@ -107,19 +110,35 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path)
 
 
+class ScalingConfig(ConfigBase):
+    """Which runs make the study, and where its table and plot go."""
+
+    runs: list[str] = []  # training run folders with eval/metrics.json
+    baseline: str | None = None  # metrics.json holding methods a run's evaluation lacks
+    plot: str | None = None  # write the PSNR-vs-identities plot here (PNG)
+
+
+CLI = Command("data scaling", "Identity-scaling study: a table (and plot) from trained priors and their evaluations.",
+              config_cls=ScalingConfig, out_help="also write the collected rows here (JSON)",
+              example="synshot data scaling runs/scaling_ids038 runs/scaling_ids152 --plot docs/img/identity_scaling.png")
+CLI.option("runs", key="runs", nargs="*", help="training run folders")
+CLI.option("--baseline", key="baseline", help="metrics.json holding methods a run's evaluation lacks")
+CLI.option("--plot", key="plot", help="PNG plot of PSNR vs training identities")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="training run folders with eval/metrics.json")
-    parser.add_argument("--baseline", type=Path, help="metrics.json holding methods a run's evaluation lacks")
-    parser.add_argument("--plot", type=Path, help="write the PSNR-vs-identities plot here (PNG)")
-    parser.add_argument("--json", type=Path, help="write the collected rows here")
-    args = parser.parse_args(argv)
-    rows = collect(args.runs, args.baseline)
+    return CLI.main(argv, run)
+
+
+def run(args, cfg: ScalingConfig) -> int:
+    if not cfg.runs:
+        raise UsageError("no runs: synshot data scaling RUN_DIR [RUN_DIR ...]")
+    rows = collect([Path(r) for r in cfg.runs], Path(cfg.baseline) if cfg.baseline else None)
     print(table(rows))
-    if args.plot:
-        plot(rows, args.plot)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    if cfg.plot:
+        plot(rows, Path(cfg.plot))
+    if args.out:
+        write_text(args.out, json.dumps(rows, indent=2))
     return 0
 
 

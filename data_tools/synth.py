@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 
 from synshot import fsio
-from synshot.cli import Command, UsageError
+from synshot.cli import Command, UsageError, get_logger
 from synshot.data.synthesize import DatasetPlan, SynthConfig, finalize, synthesize
 
+log = get_logger("data.synth")
 
 CLI = Command("data synth", "Render a synthetic head dataset into webdataset shards on any fsspec URL.",
               config_cls=SynthConfig, default_config="configs/data/tiny.yaml",
@@ -53,14 +54,12 @@ def run(args, cfg: SynthConfig) -> int:
             manifests = finalize(cfg, args.out)
         for split, m in manifests.items():
             state = "complete" if m["complete"] else f"INCOMPLETE ({len(m['shards'])}/{m['planned_shards']} shards)"
-            print(f"{split}: {m['num_samples']} samples in {len(m['shards'])} shards, {state}")
+            log.info("%s: %d samples in %d shards, %s", split, m["num_samples"], len(m["shards"]), state)
         return 0 if all(m["complete"] for m in manifests.values()) else 1
     with fsio.user_errors(args.out, "cannot write the dataset"):
         result = synthesize(cfg, args.out, args.shard_index, args.num_shards, progress=not args.no_progress)
-    print(
-        f"task {args.shard_index}/{args.num_shards}: rendered {len(result['rendered'])} shards, "
-        f"skipped {len(result['skipped'])} complete, {result['seconds']:.1f} s -> {args.out}"
-    )
+    log.info("task %d/%d: rendered %d shards, skipped %d complete, %.1f s -> %s", args.shard_index,
+             args.num_shards, len(result["rendered"]), len(result["skipped"]), result["seconds"], args.out)
     return 0
 
 

@@ -247,15 +247,24 @@ def process_rank() -> int:
     return 0
 
 
+class _StageFormatter(logging.Formatter):
+    """``[train] ...``, ``[invert] ...``: the stage (first name under ``synshot``), not the module path."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = record.name.split(".")
+        record.stage = parts[1] if parts[0] == "synshot" and len(parts) > 1 else parts[0]
+        return super().format(record)
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False, rank: int | None = None) -> None:
-    """Log to stderr as ``[name] message``; ranks other than 0 log warnings only (rank prefixed)."""
+    """Log to stderr as ``[stage] message``; ranks other than 0 log warnings only (rank prefixed)."""
     rank = process_rank() if rank is None else rank
     level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
     if rank != 0 and verbose < 2:
         level = max(level, logging.WARNING)
     prefix = f"[rank {rank}] " if rank != 0 else ""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(prefix + "[%(name)s] %(message)s"))
+    handler.setFormatter(_StageFormatter(prefix + "[%(stage)s] %(message)s"))
     root = logging.getLogger("synshot")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -273,6 +282,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data synth": ("data_tools.synth:main", "render the synthetic dataset into shards"),
     "data inspect": ("data_tools.inspect:main", "validate a dataset and draw a contact sheet"),
     "data subject": ("data_tools.subject:main", "render a held-out synthetic subject folder"),
+    "data scaling": ("data_tools.identity_scaling:main", "identity-scaling study: table + plot from runs"),
     "head sheet": ("synshot.head.contact_sheet:main", "ray-traced sheet of sampled identities x expressions"),
     "train": ("train.run:main", "train the prior (one process, torchrun or srun)"),
     "submit": ("slurm.submit:main", "submit training to SLURM through submitit"),

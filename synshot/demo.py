@@ -23,8 +23,11 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from synshot.cli import Command, UsageError
+from synshot.cli import Command, UsageError, get_logger
 from synshot.config import ConfigBase
+from synshot.fsio import write_json
+
+log = get_logger("demo")
 
 
 class DemoConfig(ConfigBase):
@@ -156,12 +159,12 @@ def is_done(out: Path, stage: Stage) -> bool:
 
 
 def run_stage(out: Path, stage: Stage, index: int, total: int) -> float:
-    print(f"\n=== [{index}/{total}] {stage.name} ===", flush=True)
+    log.info("=== [%d/%d] %s ===", index, total, stage.name)
     env = {**os.environ, **stage.env}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path.cwd()), env.get("PYTHONPATH", "")]))
     start = time.perf_counter()
     for cmd in stage.commands:
-        print("$ " + shlex.join(cmd), flush=True)
+        log.info("$ %s", shlex.join(cmd))
         rc = subprocess.call(cmd, env=env)
         if rc != 0:
             raise SystemExit(f"demo: stage '{stage.name}' failed (exit {rc}) running: {shlex.join(cmd)}\n"
@@ -170,11 +173,9 @@ def run_stage(out: Path, stage: Stage, index: int, total: int) -> float:
     if missing:
         raise SystemExit(f"demo: stage '{stage.name}' finished but did not write {missing}")
     seconds = time.perf_counter() - start
-    stamp = _stamp_path(out, stage)
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"commands": stage.commands, "configs": config_digest(stage), "seconds": seconds},
-                                indent=2))
-    print(f"=== {stage.name} done in {seconds:.0f} s ===", flush=True)
+    write_json(_stamp_path(out, stage), {"commands": stage.commands, "configs": config_digest(stage),
+                                         "seconds": seconds})
+    log.info("=== %s done in %.0f s ===", stage.name, seconds)
     return seconds
 
 
@@ -236,14 +237,17 @@ def run(args, cfg: DemoConfig) -> int:
         if i - 1 < first_forced and is_done(out, stage):
             prev = json.loads(_stamp_path(out, stage).read_text()).get("seconds", 0.0)
             seconds[stage.name] = prev
-            print(f"=== [{i}/{len(stages)}] {stage.name}: done earlier ({prev:.0f} s), reusing ===", flush=True)
+            log.info("=== [%d/%d] %s: done earlier (%.0f s), reusing ===", i, len(stages), stage.name, prev)
             continue
         seconds[stage.name] = run_stage(out, stage, i, len(stages))
         first_forced = min(first_forced, i)
     report = write_summary(cfg, stages, seconds)
-    print(f"\n=== demo finished in {time.perf_counter() - start:.0f} s (stages: {sum(seconds.values()):.0f} s) ===")
-    print(f"report:      {report}\nmetrics:     {out / 'metrics.json'}\ncheckpoints: {out / 'train' / 'checkpoints'}\n"
-          f"tensorboard: {out / 'train' / 'tb'}\navatar:      {_stage(stages, 'invert').outputs[0].parent}")
+    log.info("=== demo finished in %.0f s (stages: %.0f s) ===", time.perf_counter() - start, sum(seconds.values()))
+    log.info("report:      %s", report)
+    log.info("metrics:     %s", out / "metrics.json")
+    log.info("checkpoints: %s", out / "train" / "checkpoints")
+    log.info("tensorboard: %s", out / "train" / "tb")
+    log.info("avatar:      %s", _stage(stages, "invert").outputs[0].parent)
     return 0
 
 

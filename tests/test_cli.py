@@ -84,6 +84,7 @@ SUBCOMMANDS = {
     "data synth": ([], "num_identities", 3, "seed", 5),
     "data inspect": (["data/none"], "sheet_samples", 2, "verify_hash", True),
     "data subject": ([], "size", 32, "seed", 3001),
+    "data scaling": (["runs/a"], "plot", "p.png", "baseline", "m.json"),
     "head sheet": ([], "identities", 2, "spp", 4),
     "train": ([], "max_steps", 7, "seed", 3),
     "submit": ([], "max_steps", 7, "seed", 3),

@@ -35,9 +35,9 @@ def test_synth_array_tasks_skip_finalize_inspect_and_load(tmp_path, capsys):
     capsys.readouterr()
     # re-running a task skips its complete shards
     assert synth_cli.main(["--config", CONFIG, "--out", out, "--shard-index", "0", "--num-shards", "2", "--no-progress", *SMALL]) == 0
-    assert "rendered 0 shards, skipped 2 complete" in capsys.readouterr().out
+    assert "rendered 0 shards, skipped 2 complete" in capsys.readouterr().err
     assert synth_cli.main(["--config", CONFIG, "--out", out, "--finalize", *SMALL]) == 0
-    assert "val: 2 samples in 2 shards, complete" in capsys.readouterr().out
+    assert "val: 2 samples in 2 shards, complete" in capsys.readouterr().err
     manifest = read_manifest(out, "train")
     assert manifest["complete"] and manifest["num_samples"] == 2
     assert manifest["generator_config"]["synth"]["image_size"] == 32

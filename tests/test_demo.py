@@ -83,5 +83,5 @@ def test_demo_pipeline_writes_every_artifact(tmp_path):
     start = time.perf_counter()
     again = run_demo(out)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert again.stdout.count("reusing") == 7, again.stdout
+    assert again.stderr.count("reusing") == 7, again.stderr
     assert time.perf_counter() - start < 60

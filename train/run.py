@@ -6,14 +6,17 @@ Wiring only; each piece lives in its own module. Returns the exit codes of :mod:
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Sequence
 
-from synshot.cli import Command, DataFileError, process_rank
+from synshot.cli import Command, DataFileError, get_logger, process_rank
 from train.errors import CheckpointError
+
+log = get_logger("train")
 
 CLI = Command(
     "train", "Train the SynShot prior with DeepSpeed (one process, torchrun, or srun: one task per GPU).",
@@ -26,9 +29,10 @@ CLI.parser.add_argument("--resume", default="auto",
                         help="auto (default: latest checkpoint of the run if any), never, or a checkpoint/run dir")
 
 
-def _log(rank: int, msg: str) -> None:
+def _log(rank: int, msg: str, level: int = logging.INFO) -> None:
+    """Rank 0 reports the run; the other ranks would only repeat it."""
     if rank == 0:
-        print(msg, file=sys.stderr, flush=True)
+        log.log(level, msg)
 
 
 def _broadcast_path(path: Path | None, rank: int, world_size: int) -> Path | None:
@@ -74,7 +78,7 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
         if rank == 0:  # one training per run dir: a second one is refused, naming the first
             run_lock = fsio.OutputLock(cfg.run_dir, purpose="train").acquire()
         bf16 = cfg.distributed.use_bf16(env.device.startswith("cuda"))
-        _log(rank, f"[train] run {cfg.run_dir} | launcher {env.launcher} | world {world} | {env.device} "
+        _log(rank, f"run {cfg.run_dir} | launcher {env.launcher} | world {world} | {env.device} "
                    f"({env.backend}) | ZeRO {cfg.distributed.zero_stage} | {'bf16' if bf16 else 'fp32'} | "
                    f"global batch {cfg.global_batch(world)}")
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank and in every run
@@ -116,9 +120,9 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
             lr_now = rebuild_schedule(engine, lr=cfg.optim.lr, min_lr=cfg.optim.min_lr,
                                       warmup_steps=cfg.optim.warmup_steps, max_steps=cfg.max_steps)
             for line in changes:
-                _log(rank, f"[train] resume: config change applied: {line}")
+                _log(rank, f"resume: config change applied: {line}")
             if changes:
-                _log(rank, f"[train] resume: LR schedule rebuilt from step {saved['step']} for max_steps="
+                _log(rank, f"resume: LR schedule rebuilt from step {saved['step']} for max_steps="
                            f"{cfg.max_steps}: lr now {lr_now:.6g}")
             start_step, nonfinite_total = int(saved["step"]), int(state.get("nonfinite_total", 0))
             try:
@@ -130,13 +134,13 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
                 raise CheckpointError(f"{path}: cannot restore the data position: {exc}") from None
             if state.get("elastic"):
                 seed_everything(cfg.seed + start_step, rank)  # RNG streams of another world cannot be split
-                _log(rank, f"[train] elastic resume: checkpoint of {state['old_world_size']} ranks -> {world} ranks "
+                _log(rank, f"elastic resume: checkpoint of {state['old_world_size']} ranks -> {world} ranks "
                            f"(universal conversion {state['convert_seconds']:.1f} s); the unread rest of the "
                            f"interrupted epoch ({split['rests']} streams) is re-split, new split from epoch "
                            f"{split['resume_epoch']}")
             else:
                 restore_rng(state["rng"])
-            _log(rank, f"[train] resumed from {path} at step {start_step}")
+            _log(rank, f"resumed from {path} at step {start_step}")
         if rank == 0:
             fsio.write_json(cfg.run_dir / "config.json", meta["config"], sort_keys=True)
         tb = TBLogger(cfg.run_dir / "tb", enabled=rank == 0, purge_step=start_step + 1 if start_step else None)
@@ -158,7 +162,7 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
             code = trainer.run()
         finally:
             tb.close()
-        _log(rank, f"[train] finished at step {trainer.step} in {time.perf_counter() - t0:.1f} s "
+        _log(rank, f"finished at step {trainer.step} in {time.perf_counter() - t0:.1f} s "
                    f"(last loss {trainer.last_loss}), exit {code}")
         return code
     finally:
@@ -174,8 +178,8 @@ def _check_head_version(loader, rank: int) -> None:
     gen = (getattr(loader, "manifest", None) or {}).get("generator_config") or {}
     data_version = gen.get("head_model_version")
     if data_version is not None and data_version != HEAD_MODEL_VERSION:
-        _log(rank, f"[train] WARNING: the data was rendered with head model {data_version!r}, this code has "
-                   f"{HEAD_MODEL_VERSION!r}: UV regions of the prior may not match the maps")
+        _log(rank, f"WARNING: the data was rendered with head model {data_version!r}, this code has "
+                   f"{HEAD_MODEL_VERSION!r}: UV regions of the prior may not match the maps", logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from synshot.bench import AREAS
-from synshot.cli import Command
+from synshot.cli import Command, get_logger
 from synshot.config import ConfigBase
 
 
@@ -36,6 +36,8 @@ class BenchConfig(ConfigBase):
     only: list[Literal[AREAS]] | None = None  # areas to run (default: all of synshot.bench.AREAS)
     quick: bool = False  # smaller sizes, for smoke runs
 
+
+log = get_logger("bench")
 
 CLI = Command("bench", "Run the benchmarks: named figures -> a JSON file and a printed table.",
               config_cls=BenchConfig, out_help="JSON file (default results/bench.json)",
@@ -66,7 +68,7 @@ def run(args, cfg: BenchConfig) -> int:
             traceback.print_exc()
             continue
         results["figures"].update(figures)
-        print(f"[bench] {area}: {len(figures)} figures in {time.perf_counter() - start:.1f} s", flush=True)
+        log.info("%s: %d figures in %.1f s", area, len(figures), time.perf_counter() - start)
 
     out = Path(args.out or "results/bench.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +79,8 @@ def run(args, cfg: BenchConfig) -> int:
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         print(f"{key.ljust(width)}  {shown}")
     for area, err in results["errors"].items():
-        print(f"[bench] {area}: ERROR {err}")
-    print(f"\nwrote {out}")
+        log.error("%s: %s", area, err)
+    log.info("wrote %s", out)
     return 1 if results["errors"] and not results["figures"] else 0
 
 
