@@ -118,7 +118,7 @@ eval: setup
 
 ## tune         equal-budget search on the validation subjects (after `make eval` rendered them) -> runs/tune/tuning.md
 tune: setup
-	nice -n 10 $(SYNSHOT) tune --config $(TUNE_CONFIG) 'eval_overrides=["prior=runs/demo/prior.safetensors"]' $(ARGS)
+	nice -n 10 $(SYNSHOT) eval tune --config $(TUNE_CONFIG) 'eval_overrides=["prior=runs/demo/prior.safetensors"]' $(ARGS)
 
 ##@ demo
 ## demo         the whole pipeline at toy scale on a CPU -> runs/demo/report.md (re-running reuses finished stages)
