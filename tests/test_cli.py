@@ -95,6 +95,7 @@ SUBCOMMANDS = {
     "eval tune": ([], "trials", 3, "seed", 1),
     "eval": ([], "grid_frames", 2, "reuse", False),
     "bench": ([], "quick", True, "only", ["model"]),
+    "plan": ([], "nodes", 2, "gpus_per_node", 4),
     "demo": ([], "nproc", 1, "subject_seeds", [3001, 3002]),
 }
 
