@@ -9,6 +9,7 @@
 Weights are compared exactly (max |diff| == 0): the runs are the same deterministic computation
 on CPU (same seed, data order restored from the checkpoint, gloo sums two ranks in a fixed
 order), so any difference is a resume bug, not noise.
+(d) a 2-node job preempted, resized to 1 node while requeued, resumes elastically and finishes.
 Under CI=true a cluster that cannot start fails these tests; elsewhere they are skipped.
 """
 
@@ -203,3 +204,34 @@ def test_submitit_interrupt_requeues_and_finishes(cluster, work, reference, monk
     assert "Requeued job" in text, text
     assert_same_weights(reference["weights"], export(work / "runs" / "sub" / "checkpoints", work / "sub.safetensors"))
     print(f"\n[measure] submitit interrupt + requeue + finish: {wall:.1f} s wall")
+
+
+def test_two_node_job_preempted_then_finishes_on_one_node(cluster, work):
+    """Elastic resume on the cluster: the 2-node job checkpoints on USR1 and requeues; while it waits in
+    the queue it is resized to 1 node (what a scheduler does when only one node is free); the second run
+    resumes the 2-rank checkpoint on 1 rank (universal checkpoint, re-split data) and finishes."""
+    name = "elastic"
+    job, log = sbatch_train(cluster, work, name)
+    run_dir = work / "runs" / name
+    wait_for_checkpoint(cluster, job, run_dir / "checkpoints", log, JOB_TIMEOUT)
+    cluster.run("scancel", "--signal=USR1", "--batch", str(job))
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while True:  # requeued: Restarts=1 and pending (held cred_expire+1 s before it may start again)
+        info = cluster.job(job)
+        if info.get("Restarts") == "1" and info.get("JobState") == "PENDING":
+            break
+        if info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") or time.monotonic() > deadline:
+            pytest.fail(f"job {job} was not requeued ({info.get('JobState')}):\n{_read(log)}")
+        time.sleep(0.1)
+    cluster.run("scontrol", "update", f"JobId={job}", "NumCPUs=1", "NumNodes=1-1", "NumTasks=1")
+    info = cluster.wait(job, JOB_TIMEOUT, log=log)
+    text = _read(log)
+    assert info["JobState"] == "COMPLETED" and info["NumNodes"] == "1", (info, text)
+    assert "launcher slurm | world 2" in text and "launcher slurm | world 1" in text, text
+    assert "elastic resume: checkpoint of 2 ranks -> 1 ranks" in text, text
+    assert f"finished at step {STEPS}" in text, text
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0}).Reload()
+    steps = [e.step for e in acc.Scalars("loss/total")]
+    assert steps[-1] == STEPS and all(e.value == e.value and e.value < 10 for e in acc.Scalars("loss/total")), steps

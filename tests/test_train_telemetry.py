@@ -101,3 +101,14 @@ def test_loader_queue_depth_counts_ready_batches(train_dataset):
 
 
 from test_train_helpers import train_dataset  # noqa: E402,F401
+
+
+def test_telemetry_and_memory_switches_may_change_on_resume():
+    from train.resume import classify_changes
+
+    saved = {"profile": {"steps": None}, "distributed": {"comm_timing": True, "activation_checkpointing": False}}
+    new = {"profile": {"steps": "5-6"}, "distributed": {"comm_timing": False, "activation_checkpointing": True}}
+    _, operational, refused = classify_changes(saved, new)
+    assert not refused and len(operational) == 3
+    _, operational, refused = classify_changes({"distributed": {}}, new)  # a checkpoint from before the switches
+    assert not refused

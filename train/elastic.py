@@ -23,14 +23,10 @@ from typing import Any
 
 import torch.distributed as dist
 
+from train.checkpoint import _barrier, rank_state_name
 from train.errors import CheckpointError
 
 UNIVERSAL = "universal"
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def convert_to_universal(path: Path) -> Path:
@@ -70,8 +66,6 @@ def _restore_buffers(engine, model_file: Path) -> None:
 
 
 def all_rank_states(path: Path, world_size: int) -> list[dict[str, Any]]:
-    from train.checkpoint import rank_state_name
-
     states = []
     for r in range(world_size):
         f = path / rank_state_name(r)

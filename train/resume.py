@@ -29,6 +29,8 @@ OPERATIONAL_PREFIXES = (
     "name", "out_dir", "logging", "checkpoint.every_n_steps", "checkpoint.keep_last", "checkpoint.dir",
     "distributed.timeout_minutes", "max_nonfinite_steps", "data.num_workers", "data.prefetch_factor",
     "data.pin_memory", "data.corrupt_log_interval_s", "data.storage_options",
+    # telemetry and memory switches: what is measured or recomputed, not what is trained
+    "profile", "distributed.comm_timing", "distributed.activation_checkpointing",
 )
 
 
