@@ -6,9 +6,14 @@ Ctrl-C or until the last browser tab has been closed for ``exit_after_close_s`` 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
+
+# Before torch loads OpenMP: idle worker threads sleep instead of spinning, so the decoder does not
+# starve the browser (which draws on the same CPU when WebGL is software). Measured 10x on a busy CPU.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pydantic import Field
 
