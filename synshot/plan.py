@@ -164,7 +164,7 @@ def plan(cfg: PlanConfig) -> dict[str, Any]:
                   "fp32 weights (4 B) + ZeRO fp32 master, Adam exp_avg, exp_avg_sq (12 B) per parameter")
     n_w, local = _figure(bench, "scale_ckpt_write_mb_per_s")
     put("checkpoint_write_s_measured_disk", ckpt_gb * 1024 / local, "s", f"measured ({n_w})",
-        f"{ckpt_gb:.3g} GB at {local:.3g} MB/s (this machine's disk, one writer)")
+        f"{ckpt_gb:.3g} GB at {local:.3g} MB/s (the bench machine's disk, one writer)")
     put("checkpoint_write_s_cluster_fs", ckpt_gb / cfg.fs_write_gb_per_s, "s", "assumed",
         f"{ckpt_gb:.3g} GB at {cfg.fs_write_gb_per_s} GB/s (ranks write their shards in parallel)")
     put("checkpoint_disk_gb", ckpt_gb * train.checkpoint.keep_last, "GB", "config",

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("error: gpu-check needs a CUDA GPU and a CUDA build of torch; this machine has none "
+        print("error: gpu-check needs a CUDA GPU and a CUDA build of torch; no CUDA device is visible "
               f"(torch {torch.__version__}, torch.cuda.is_available() is False). Run it on a GPU node: "
               "make gpu-check", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """Measured inputs of the capacity plan (``synshot plan``, docs/scale.md).
 
-Figures (all on this machine, one process each):
+Figures (on the machine running the bench, one process each):
 
 - ``scale_loader_samples_per_s_<S>`` / ``scale_loader_images_per_s_<S>``: one loader process
   (``num_workers: 0``) streaming shards in the layout of ``configs/data/base.yaml`` (S = the base
