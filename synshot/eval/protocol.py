@@ -237,7 +237,8 @@ class Evaluator:
                                 frames[0].height, frames[0].width, background=tuple(inv_cfg.background),
                                 backend=inv_cfg.backend)
         keep = ("loss_first", "loss_final", "stage1_s", "stage2_s", "inputs_l1", "stage1_steps", "stage2_steps")
-        return pred.cpu(), {k: inv_metrics[k] for k in keep if k in inv_metrics}
+        # no steps (prior_only) leave the losses NaN; result.json is strict JSON, so they are left out
+        return pred.cpu(), {k: inv_metrics[k] for k in keep if k in inv_metrics and inv_metrics[k] == inv_metrics[k]}
 
     # -- everything ---------------------------------------------------------------------------------
     def jobs(self, subjects: list[Path]) -> list[tuple[Path, str, int, str | None]]:
