@@ -38,7 +38,7 @@ TUNE_CONFIG ?= configs/eval/tune_tiny.yaml
 TB_PORT ?= 6006
 TB_HOST ?= 127.0.0.1
 
-.PHONY: help setup apt data inspect subjects head-sheet train tensorboard export invert drive eval tune demo \
+.PHONY: help setup apt data inspect subjects head-sheet train tensorboard export prior invert drive eval tune demo \
 	bench bench-model bench-render bench-gt plan gpu-check test test-fast test-model test-render faults cluster-up cluster-down clean
 
 help:
@@ -95,8 +95,15 @@ tensorboard: setup
 export: setup
 	$(SYNSHOT) export $(RUN) $(if $(OUT),--out $(OUT),) $(ARGS)
 
+## prior        reproduce the shipped prior (synshot/priors/small.md): configs/data/small.yaml -> data/small, configs/train/small.yaml -> runs/small/prior.safetensors
+prior: setup
+	$(SYNSHOT) data synth --config configs/data/small.yaml --out data/small
+	OMP_NUM_THREADS=1 $(PYTHON) -m train --config configs/train/small.yaml out_dir=runs name=small
+	$(SYNSHOT) export runs/small
+	sha256sum runs/small/prior.safetensors synshot/priors/small.safetensors
+
 ##@ invert
-## invert       invert SUBJECT with RUN's prior -> RUN/invert/<subject>/ (INVERT_CONFIG=configs/invert/tiny.yaml)
+## invert       invert SUBJECT with RUN's prior (none exported: the shipped synshot/priors/small.safetensors) -> RUN/invert/<subject>/ (INVERT_CONFIG=configs/invert/tiny.yaml)
 invert: setup
 	$(SYNSHOT) invert $(SUBJECT) --config $(INVERT_CONFIG) --run $(RUN) $(if $(OUT),--out $(OUT),) $(ARGS)
 

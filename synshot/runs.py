@@ -56,9 +56,17 @@ def avatar_path(run: str | Path, subject: str | Path) -> Path:
 
 
 def resolve_prior(prior: str | Path | None, run: str | Path) -> Path:
-    """The prior an inversion uses: ``prior`` when given, else the run's exported prior.
+    """The prior an inversion uses: ``prior`` when given, else the run's exported prior, else (a
+    run with no export, e.g. a fresh clone) the prior shipped in the package (synshot/priors/).
 
-    This is the one place that picks a default prior (a shipped prior, when one is packaged, is
-    resolved here too), so invert, eval and the demo agree on it.
+    This is the one place that picks a default prior, so invert, eval and the demo agree on it.
+    When nothing exists the run's path is returned, so the error names what to produce.
     """
-    return Path(prior) if prior else prior_path(run)
+    if prior:
+        return Path(prior)
+    own = prior_path(run)
+    if own.is_file():
+        return own
+    from synshot.priors import SHIPPED_PRIOR
+
+    return SHIPPED_PRIOR if SHIPPED_PRIOR.is_file() else own

@@ -24,6 +24,7 @@ from synshot.invert.export import (
 from synshot.invert.headio import HeadAdapter
 from synshot.invert.pti import Inversion, resolve_device
 from synshot.invert.subject import SubjectError, check_cameras_see_head, load_subject
+from synshot.priors import describe as describe_prior
 from synshot.runs import resolve_prior
 from synshot.seeding import seed_everything
 
@@ -73,6 +74,7 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prior = resolve_prior(cfg.ckpt, cfg.run)
+    log(f"[invert] loading {describe_prior(prior)}")
     model, _ = load_prior(prior, device)
     subject, head = prepare_subject(cfg, subject_dir)
     for w in subject.warnings:
