@@ -2,12 +2,14 @@
 
     synshot data scaling RUN_DIR [RUN_DIR ...] --plot docs/img/identity_scaling.png [--out rows.json]
 
-Each RUN_DIR is a training run (``config.json`` from ``python -m train``) holding ``eval/metrics.json``
-from ``synshot eval ... --out RUN_DIR/eval`` on the validation subjects. The number of training
-identities and expressions comes from the dataset manifest the run trained on; methods missing in a
-run's evaluation (the no-prior baseline does not depend on the prior) are taken from ``--baseline``.
-Prints a markdown table: mean PSNR per method and the paired difference to the no-prior baseline
-over the same subjects, with a 95 % t interval.
+Each RUN_DIR is a training run (``config.json`` from ``python -m train``) holding the per-subject
+results of ``synshot eval ... split=validation out=RUN_DIR/eval`` (``<subject>/<method>/seed0/
+result.json``). The number of training identities and expressions comes from the dataset manifest the
+run trained on; methods missing in a run's evaluation (the no-prior baseline depends on the prior
+only through its Gaussian count, equal for every run here) are taken from the eval folder
+``--baseline``. Prints a markdown table: mean ``psnr_full`` (the evaluation's primary metric) per
+method and the paired difference to the no-prior baseline over the same subjects, with a 95 % t
+interval over subjects.
 """
 
 from __future__ import annotations
@@ -37,8 +39,14 @@ def _dataset_counts(run: Path) -> dict:
             "batch": cfg["data"]["batch_size"]}
 
 
-def _per_subject(metrics: dict, method: str) -> dict[str, float]:
-    return {k.split("/")[0]: v["psnr"] for k, v in metrics["per_subject"].items() if k.split("/")[1] == method}
+def per_subject(eval_dir: Path, method: str, metric: str = "psnr_full", seed: int = 0) -> dict[str, float]:
+    """``{subject: metric averaged over its eval frames}`` from an evaluation folder."""
+    from synshot.eval.metrics import mean_over_frames
+
+    out = {}
+    for result in sorted(eval_dir.glob(f"*/{method}/seed{seed}/result.json")):
+        out[result.parents[2].name] = mean_over_frames(json.loads(result.read_text())["frames"])[metric]
+    return out
 
 
 def paired(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, int]:
@@ -54,15 +62,14 @@ def paired(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, int]
     return mean, T95.get(n - 1, 1.96) * sd / math.sqrt(n), n
 
 
-def collect(runs: list[Path], baseline: Path | None) -> list[dict]:
-    base = json.loads(baseline.read_text()) if baseline else None
+def collect(runs: list[Path], baseline: Path | None, metric: str = "psnr_full") -> list[dict]:
     rows = []
     for run in runs:
-        metrics = json.loads((run / "eval" / "metrics.json").read_text())
         psnr = {}
         for m in METHODS:
-            src = metrics if any(k.endswith("/" + m) for k in metrics["per_subject"]) else base
-            psnr[m] = _per_subject(src, m) if src else {}
+            psnr[m] = per_subject(run / "eval", m, metric)
+            if not psnr[m] and baseline is not None:
+                psnr[m] = per_subject(baseline, m, metric)
         row = {"run": run.name, **_dataset_counts(run), "psnr": psnr}
         for m in ("prior_only", "stage1_only", "full"):
             row[f"delta_{m}"] = paired(psnr[m], psnr["no_prior"])
@@ -83,8 +90,8 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['identities']} | {r['expressions']} | {r['images']} | {r['steps']} | "
                      + " | ".join(f"{_mean(p[m]):.2f}" for m in METHODS) + " | " + " | ".join(d) + " |")
     n = rows[0]["delta_full"][2] if rows else 0
-    lines.append(f"\nPSNR in dB, mean over {n} validation subjects; differences are paired over the same "
-                 f"subjects, ± the 95 % t interval.")
+    lines.append(f"\nPSNR in dB (whole frame on white), mean over {n} validation subjects x their eval frames; "
+                 f"differences are paired over the same subjects, ± the 95 % t interval.")
     return "\n".join(lines)
 
 
@@ -113,8 +120,9 @@ def plot(rows: list[dict], path: Path) -> None:
 class ScalingConfig(ConfigBase):
     """Which runs make the study, and where its table and plot go."""
 
-    runs: list[str] = []  # training run folders with eval/metrics.json
-    baseline: str | None = None  # metrics.json holding methods a run's evaluation lacks
+    runs: list[str] = []  # training run folders with eval/ results (synshot eval out=RUN/eval)
+    baseline: str | None = None  # eval folder holding methods a run's evaluation lacks
+    metric: str = "psnr_full"  # per-frame metric of synshot.eval (psnr_full, psnr_head, ...)
     plot: str | None = None  # write the PSNR-vs-identities plot here (PNG)
 
 
@@ -122,7 +130,8 @@ CLI = Command("data scaling", "Identity-scaling study: a table (and plot) from t
               config_cls=ScalingConfig, out_help="also write the collected rows here (JSON)",
               example="synshot data scaling runs/scaling_ids038 runs/scaling_ids152 --plot docs/img/identity_scaling.png")
 CLI.option("runs", key="runs", nargs="*", help="training run folders")
-CLI.option("--baseline", key="baseline", help="metrics.json holding methods a run's evaluation lacks")
+CLI.option("--baseline", key="baseline", help="eval folder holding methods a run's evaluation lacks")
+CLI.option("--metric", key="metric", help="per-frame metric of synshot.eval (default psnr_full)")
 CLI.option("--plot", key="plot", help="PNG plot of PSNR vs training identities")
 
 
@@ -133,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args, cfg: ScalingConfig) -> int:
     if not cfg.runs:
         raise UsageError("no runs: synshot data scaling RUN_DIR [RUN_DIR ...]")
-    rows = collect([Path(r) for r in cfg.runs], Path(cfg.baseline) if cfg.baseline else None)
+    rows = collect([Path(r) for r in cfg.runs], Path(cfg.baseline) if cfg.baseline else None, cfg.metric)
     print(table(rows))
     if cfg.plot:
         plot(rows, Path(cfg.plot))
