@@ -140,3 +140,25 @@ def test_checkpoint_of_a_diverged_run_is_refused_on_load(tmp_path, dist_env):  #
     with pytest.raises(NonFiniteCheckpointError, match=r"step_00000003: the restored weights hold NaN.*step_00000002") as e:
         ckpt.load(_engine(dist_env, 6), ckpt.dir / "step_00000003")
     assert e.value.exit_code == 4
+
+
+def test_locked_run_dir_stops_every_rank_of_a_torchrun_job(tmp_path):
+    """Rank 0 finds the run dir locked; the other rank gets the same error instead of waiting in a
+    collective until the timeout (2 real processes)."""
+    import socket
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "runs" / "tiny"
+    run_dir.mkdir(parents=True)
+    (run_dir / fsio.LOCK_NAME).write_text(
+        '{"host": "%s", "pid": 1, "purpose": "train", "command": "python -m train"}' % socket.gethostname())
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
+         "--config", "configs/train/tiny.yaml", f"out_dir={tmp_path / 'runs'}", "name=tiny",
+         f"data.url={tmp_path / 'nodata'}", "distributed.timeout_minutes=30"],
+        capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode != 0
+    assert proc.stderr.count("in use by train (pid 1") >= 1, proc.stderr[-3000:]
+    assert "Timeout" not in proc.stderr and "manifest not found" not in proc.stderr

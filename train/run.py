@@ -35,6 +35,32 @@ def _log(rank: int, msg: str, level: int = logging.INFO) -> None:
         log.log(level, msg)
 
 
+def _on_rank0(fn, rank: int, world_size: int):
+    """Run ``fn`` on rank 0 and give every rank its result, or its user error (same message, same exit
+    code) so that all ranks stop together instead of the others waiting in a collective until the timeout."""
+    import torch.distributed as dist
+
+    from synshot.cli import SynshotError
+
+    result, error = None, None
+    if rank == 0:
+        try:
+            result = fn()
+        except SynshotError as exc:
+            if world_size == 1:
+                raise
+            error = (str(exc), exc.exit_code)
+    if world_size == 1:
+        return result
+    box = [error]
+    dist.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        err = SynshotError(box[0][0])
+        err.exit_code = box[0][1]
+        raise err
+    return result
+
+
 def _broadcast_path(path: Path | None, rank: int, world_size: int) -> Path | None:
     """Rank 0 decides which checkpoint to resume; everyone uses that one."""
     import torch.distributed as dist
@@ -75,8 +101,8 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
     try:
         env = setup_distributed(cfg.distributed.timeout_minutes)
         rank, world = env.rank, env.world_size
-        if rank == 0:  # one training per run dir: a second one is refused, naming the first
-            run_lock = fsio.OutputLock(cfg.run_dir, purpose="train").acquire()
+        # one training per run dir: a second one is refused, naming the first (on every rank)
+        run_lock = _on_rank0(lambda: fsio.OutputLock(cfg.run_dir, purpose="train").acquire(), rank, world)
         bf16 = cfg.distributed.use_bf16(env.device.startswith("cuda"))
         _log(rank, f"run {cfg.run_dir} | launcher {env.launcher} | world {world} | {env.device} "
                    f"({env.backend}) | ZeRO {cfg.distributed.zero_stage} | {'bf16' if bf16 else 'fp32'} | "
@@ -95,7 +121,7 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
             validator.module = engine
 
         ckpt = CheckpointManager(cfg.checkpoint_dir, rank, world, cfg.checkpoint.keep_last)
-        path = ckpt.find(resume) if rank == 0 else None
+        path = _on_rank0(lambda: ckpt.find(resume), rank, world)
         if rank == 0:
             ckpt.clean_stale()
         path = _broadcast_path(path, rank, world)
