@@ -296,7 +296,7 @@ class OutputLock:
         return start is not None and _process_start_time(pid) not in (None, start)
 
     def acquire(self) -> "OutputLock":
-        key = str(self.path.resolve()) if self.path.parent.exists() else str(self.path)
+        key = os.path.abspath(self.path)
         if OutputLock._held.get(key):
             OutputLock._held[key] += 1
             return self
@@ -325,7 +325,7 @@ class OutputLock:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            OutputLock._held[str(self.path.resolve())] = 1
+            OutputLock._held[key] = 1
             return self
         raise OutputLockedError(f"{self.folder}: could not take the lock {self.path} (it keeps changing "
                                 f"owner); another process is starting in this folder")
@@ -339,7 +339,7 @@ class OutputLock:
         return f"{self.folder}: in use by {who}; {fix}, or choose another output folder"
 
     def release(self) -> None:
-        key = str(self.path.resolve()) if self.path.exists() else str(self.path)
+        key = os.path.abspath(self.path)
         depth = OutputLock._held.get(key, 0)
         if depth > 1:
             OutputLock._held[key] = depth - 1
