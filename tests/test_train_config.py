@@ -61,3 +61,16 @@ def test_deepspeed_config():
     assert ds["zero_optimization"]["stage"] == 2 and ds["gradient_clipping"] == 0.5
     assert "optimizer" not in ds and "scheduler" not in ds  # client AdamW + LambdaLR: nothing JIT-compiled
     assert ds["bf16"]["enabled"] is False  # bf16 is autocast in the task (docs/decisions.md)
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "base", "paper"])
+def test_train_config_reads_the_maps_of_its_data_config(name):
+    """configs/train/<name>.yaml trains on what configs/data/<name>.yaml renders (UV maps, image size)."""
+    from synshot.config import load_config
+    from synshot.data.synthesize import SynthConfig
+    from train.config import load_train_config
+
+    train_cfg = load_train_config(f"configs/train/{name}.yaml", [])
+    data_cfg = load_config(SynthConfig, f"configs/data/{name}.yaml")
+    assert train_cfg.data.uv_size == data_cfg.uv_size == train_cfg.model.uv_size
+    assert train_cfg.data.image_size <= data_cfg.image_size
