@@ -34,10 +34,11 @@ from view_helpers import tiny_avatar
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 300  # bound of every wait: software WebGL + a loaded CPU
 
+pytestmark = [pytest.mark.slow]  # a browser with software WebGL: 1-3 min per test on 2 cores
 if find_chromium() is None:
     if os.environ.get("CI") == "true":
         raise RuntimeError("chromium is required for the viewer's browser test under CI=true (make setup installs it)")
-    pytestmark = pytest.mark.skip(reason="chromium not installed (make setup installs Debian's chromium)")
+    pytestmark.append(pytest.mark.skip(reason="chromium not installed (make setup installs Debian's chromium)"))
 
 
 class ViewProcess:

@@ -6,11 +6,7 @@ import torch
 
 from synshot.config import load_config
 
-TINY_PRIOR = [
-    "uv_size=32", "enc_channels=[8,16]", "dec_channels=[16,8]", "norm_groups=4", "code_dim=8", "codebook_size=32",
-    "feature_channels=8", "regressor_hidden=16", "sh_degree=1",
-    "parts={face: {grid_size: 32, regions: [face, ears, neck, eyes, mouth]}, scalp: {grid_size: 32, regions: [scalp]}}",
-]
+from test_invert_e2e import TINY_PRIOR  # the tiny prior every inversion test uses
 
 
 def tiny_prior(seed: int = 0):

@@ -212,6 +212,8 @@ class AvatarViewer:
         while not self._stop.is_set():
             self._wake.wait(0.5)
             self._wake.clear()
+            if self._stop.is_set():
+                break
             with self._lock:
                 version = self._version
             if version == self._shown_version:
@@ -341,8 +343,12 @@ class AvatarViewer:
             self.close()
 
     def close(self) -> None:
+        """Stop the decoder and the player (a decode in flight finishes first), then the server."""
         self._stop.set()
         self._wake.set()
+        for thread in (getattr(self, "_worker", None), getattr(self, "_player", None)):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=60)
         self.server.stop()
 
 
