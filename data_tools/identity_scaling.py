@@ -32,7 +32,8 @@ def _dataset_counts(run: Path) -> dict:
 
     cfg = json.loads((run / "config.json").read_text())
     manifest = read_manifest(cfg["data"]["url"], cfg["data"]["split"])
-    gen = {k: v for k, v in manifest["generator_config"].items() if k in SynthConfig.model_fields}
+    # the SynthConfig the shards were rendered with (its raytrace section repeats spp; the plan needs neither)
+    gen = {k: v for k, v in manifest["generator_config"]["synth"].items() if k != "raytrace"}
     plan = DatasetPlan(SynthConfig(**gen))
     return {"identities": len(plan.identities["train"]), "expressions": gen["expressions_per_identity"],
             "images": plan.num_samples("train") * gen["views"], "steps": cfg["max_steps"],
@@ -81,15 +82,21 @@ def _mean(values: dict[str, float]) -> float:
     return sum(values.values()) / len(values) if values else math.nan
 
 
+def _num(value: float, fmt: str = "{:.2f}") -> str:
+    return "–" if math.isnan(value) else fmt.format(value)
+
+
 def table(rows: list[dict]) -> str:
+    """Markdown table; "–" where a method was not evaluated for a run."""
     lines = ["| training identities | expr / id | train images | steps | no prior | prior only | stage 1 only | full "
              "| prior only − no prior | full − no prior |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p = r["psnr"]
-        d = [f"{r[k][0]:+.2f} ± {r[k][1]:.2f}" for k in ("delta_prior_only", "delta_full")]
+        d = [_num(r[k][0], "{:+.2f}") + ("" if math.isnan(r[k][1]) else f" ± {r[k][1]:.2f}")
+             for k in ("delta_prior_only", "delta_full")]
         lines.append(f"| {r['identities']} | {r['expressions']} | {r['images']} | {r['steps']} | "
-                     + " | ".join(f"{_mean(p[m]):.2f}" for m in METHODS) + " | " + " | ".join(d) + " |")
-    n = rows[0]["delta_full"][2] if rows else 0
+                     + " | ".join(_num(_mean(p[m])) for m in METHODS) + " | " + " | ".join(d) + " |")
+    n = max((len(v) for r in rows for v in r["psnr"].values()), default=0)
     lines.append(f"\nPSNR in dB (whole frame on white), mean over {n} validation subjects x their eval frames; "
                  f"differences are paired over the same subjects, ± the 95 % t interval.")
     return "\n".join(lines)
