@@ -149,18 +149,19 @@ class Command:
         self.parser = _Parser(
             prog=f"synshot {name}",
             description=description + "\n\nkey=value words anywhere on the line override the config "
-                                      "(e.g. stage1.steps=50).",
+                                      "(dotted keys: section.key=value); an option with '(config key K)' "
+                                      "is the same as K=value.",
             epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         self.parser.add_argument(
-            "--config", default=default_config,
+            "--config", default=default_config, metavar="YAML",
             help=f"YAML config (default: {default_config or 'built-in defaults'})")
         if out_help is not None:
             if out_key is not None:
-                self.option("--out", key=out_key, help=out_help)
+                self.option("--out", key=out_key, metavar="PATH", help=out_help)
             else:
-                self.parser.add_argument("--out", help=out_help)
+                self.parser.add_argument("--out", metavar="PATH", help=out_help)
         self.parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
         self.parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
@@ -300,7 +301,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
-    lines = ["usage: synshot <command> [args] [--config YAML] [--out PATH] [key=value ...]", "", "commands:"]
+    lines = ["usage: synshot <command> [POSITIONAL ...] [--config YAML] [--out PATH] [--OPTION ...] [key=value ...]",
+             "", "commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
     lines += ["", "synshot <command> --help shows a command's options.", exit_code_epilog()]
     return "\n".join(lines)

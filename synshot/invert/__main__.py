@@ -11,9 +11,9 @@ CLI = Command("invert", "Invert the SynShot prior on 1-3 images of one subject (
               config_cls="synshot.invert.config:InvertConfig", default_config="configs/invert/tiny.yaml",
               out_help="output folder (default <run>/invert/<subject name>)",
               example="synshot invert subjects/s3001 run=runs/tiny stage1.steps=50")
-CLI.parser.add_argument("subject", nargs="?", help="subject folder (images/, cameras.json, params.json)")
+CLI.parser.add_argument("subject", nargs="?", metavar="SUBJECT", help="subject folder (images/, cameras.json, params.json)")
 CLI.parser.add_argument("--subject", dest="subject_opt", help=argparse.SUPPRESS)  # older spelling
-CLI.option("--prior", key="ckpt", help="exported prior (.safetensors); default <run>/prior.safetensors")
+CLI.option("--prior", key="ckpt", metavar="FILE", help="exported prior (.safetensors); default <run>/prior.safetensors")
 CLI.option("--ckpt", key="ckpt", help=argparse.SUPPRESS)  # older spelling of --prior
 CLI.option("--run", key="run", help="run folder: its prior is inverted and the outputs go under it")
 
