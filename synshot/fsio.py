@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -216,6 +217,23 @@ def remove_stale_temps(folder: Path | str, name: str | None = None) -> int:
                 entry.unlink()
                 removed += 1
     return removed
+
+
+# ----------------------------------------------------------------------------------------- hashes
+
+
+def stream_sha256(f: BinaryIO) -> str:
+    """Hex SHA-256 of what is left to read in ``f`` (1 MiB blocks)."""
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex SHA-256 of a local file (shards, checkpoint files, exported priors)."""
+    with open(path, "rb") as f:
+        return stream_sha256(f)
 
 
 # ---------------------------------------------------------------------------------------------- locks

@@ -158,3 +158,11 @@ def test_publish_without_previous(tmp_path):
             (stage / f"{i}.txt").write_text("x")
     assert [p.name for p in out.iterdir()] == ["1.txt"]
     assert not (tmp_path / "out.previous").exists()
+
+
+def test_file_sha256_matches_hashlib_across_blocks(tmp_path):
+    import hashlib
+
+    data = bytes(range(256)) * 9000  # > 2 MiB: several 1 MiB blocks
+    (tmp_path / "f.bin").write_bytes(data)
+    assert fsio.file_sha256(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()

@@ -16,7 +16,6 @@ before a resume: a truncated or damaged file (even one of the right length) is r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -58,14 +57,6 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def _fsync_dir(path: Path) -> None:
     fsio.fsync_dir(path)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _barrier() -> None:
@@ -170,7 +161,7 @@ def verify_files(path: Path, meta: dict[str, Any]) -> None:
                 f"{f}: corrupt checkpoint, file is {actual} bytes but {size} were written (truncated copy?); "
                 f"{_older_hint(path)}"
             )
-        if digest is not None and file_sha256(f) != digest:
+        if digest is not None and fsio.file_sha256(f) != digest:
             raise CheckpointError(
                 f"{f}: corrupt checkpoint, content hash differs from the one recorded when it was saved "
                 f"(damaged bytes on disk or in a copy); {_older_hint(path)}"
@@ -204,7 +195,7 @@ class CheckpointManager:
         _barrier()
         if self.rank == 0:
             files = {
-                str(f.relative_to(tmp_dir)): {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
+                str(f.relative_to(tmp_dir)): {"bytes": f.stat().st_size, "sha256": fsio.file_sha256(f)}
                 for f in sorted(tmp_dir.rglob("*")) if f.is_file() and not f.name.startswith(".")
             }
             missing = [rank_state_name(r) for r in range(self.world_size) if rank_state_name(r) not in files]

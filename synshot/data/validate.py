@@ -7,12 +7,12 @@ splits are checked to share no identity.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
 
+from synshot import fsio
 from synshot.data import storage
 from synshot.data.reader import ShardFailure, iter_shard
 from synshot.data.schema import DataError, decode_sample
@@ -22,11 +22,8 @@ SPLITS = ("train", "val", "test")
 
 
 def _sha256(url: str, storage_options: Mapping[str, Any] | None) -> str:
-    h = hashlib.sha256()
     with storage.open_url(url, "rb", storage_options) as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return fsio.stream_sha256(f)
 
 
 def inspect_split(

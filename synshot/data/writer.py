@@ -9,7 +9,6 @@ any order and one final ``--finalize`` step makes the manifest exact.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -76,14 +75,6 @@ def write_tar(path: str, samples: Iterable[Mapping[str, Any]]) -> list[str]:
     return keys
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_shard(
     root: str,
     split: str,
@@ -118,7 +109,7 @@ def write_shard(
             "name": name,
             "num_samples": len(keys),
             "bytes": os.path.getsize(tmp),
-            "sha256": _sha256(tmp),
+            "sha256": fsio.file_sha256(tmp),
             "keys": keys,
             "schema_version": SCHEMA_VERSION,
             "fingerprint": fingerprint,

@@ -75,14 +75,7 @@ def find_subjects(patterns: list[str]) -> list[Path]:
 @lru_cache(maxsize=16)
 def file_digest(path: str) -> str:
     """sha256 of a prior file (a re-trained prior invalidates every cached result that used it)."""
-    p = Path(path)
-    if not p.is_file():
-        return "missing"
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return fsio.file_sha256(path) if Path(path).is_file() else "missing"
 
 
 @lru_cache(maxsize=16)
