@@ -113,10 +113,9 @@ def save_avatar(path: str | Path, avatar: Avatar) -> Path:
 
 def load_avatar(path: str | Path, device: str | torch.device = "cpu") -> Avatar:
     """Read an avatar written by :func:`save_avatar` (checks the head-model version)."""
-    from synshot.config import ConfigError, validate_config
     from synshot.head import HEAD_MODEL_VERSION
-    from synshot.model import ModelConfig, SynShotPrior
-    from synshot.model.io import read_safetensors
+    from synshot.model import SynShotPrior
+    from synshot.model.io import embedded_model_config, read_safetensors
 
     path = Path(path)
     meta, tensors = read_safetensors(
@@ -129,10 +128,7 @@ def load_avatar(path: str | Path, device: str | torch.device = "cpu") -> Avatar:
     if meta.get("head_model_version") != HEAD_MODEL_VERSION:
         raise AvatarError(f"{path}: made with head model {meta.get('head_model_version')!r} but this code has "
                           f"{HEAD_MODEL_VERSION!r}; re-run the inversion with the current code")
-    try:
-        cfg = validate_config(ModelConfig, json.loads(meta["model_config"]), f"{path} (model_config)")
-    except (KeyError, json.JSONDecodeError, ConfigError) as exc:
-        raise AvatarError(f"{path}: embedded model config unusable: {exc}") from None
+    cfg = embedded_model_config(meta, path, AvatarError)
     q_id = tensors.pop(PIVOT_KEY, None)
     if q_id is None:
         raise AvatarError(f"{path}: no identity code '{PIVOT_KEY}'; re-run the inversion")

@@ -134,6 +134,14 @@ def read_safetensors(path: Path, error: type[Exception], *, missing: str,
     return meta, tensors
 
 
+def embedded_model_config(meta: dict[str, str], path: Path, error: type[Exception]) -> ModelConfig:
+    """The ``model_config`` JSON a prior export or an avatar carries, validated; ``error`` names the file."""
+    try:
+        return validate_config(ModelConfig, json.loads(meta["model_config"]), f"{path} (embedded model_config)")
+    except (KeyError, json.JSONDecodeError, ConfigError) as exc:
+        raise error(f"{path}: embedded model config unusable: {exc}") from None
+
+
 def load_exported(
     path: str | Path, map_location: str | torch.device = "cpu", mask_fn: MaskFn | None = None
 ) -> tuple[SynShotPrior, ModelConfig]:
@@ -148,10 +156,7 @@ def load_exported(
     if meta.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{path}: not a SynShot prior export (metadata format={meta.get('format')!r}, "
                           f"expected {EXPORT_FORMAT!r}); produce one with `synshot export`")
-    try:
-        cfg = validate_config(ModelConfig, json.loads(meta["model_config"]), f"{path} (embedded model_config)")
-    except (KeyError, json.JSONDecodeError, ConfigError) as exc:
-        raise ExportError(f"{path}: embedded model config unusable: {exc}") from None
+    cfg = embedded_model_config(meta, path, ExportError)
     file_head = meta.get("head_model_version")
     if mask_fn is None and file_head != _head_version():
         raise ExportError(f"{path}: exported for head model {file_head!r}, but this code has "
