@@ -264,7 +264,7 @@ def synthesize(
     progress: bool = True,
     make_renderers: Callable[[SynthConfig], tuple[Any, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Render this task's shards into ``out`` (skipping complete ones), then rebuild the manifests.
+    """Render this array task's shards into ``out`` (skipping complete ones), then rebuild the manifests.
 
     Returns ``{"rendered": [...names], "skipped": [...names], "seconds": float, "manifests": {...}}``.
     """
