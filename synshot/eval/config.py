@@ -42,7 +42,7 @@ class EvalConfig(ConfigBase):
     subjects: list[str] = ["subjects/*"]  # folders or glob patterns of subject folders with eval/
     split: Literal["validation", "test"] = "test"  # reports use test subjects; tuning uses validation ones
     train_identities: int = Field(2000, ge=0)  # identity indices 0..N-1 are training identities (paper: ~2k)
-    prior: str = "runs/export/prior_tiny.safetensors"
+    prior: str = "runs/tiny/prior.safetensors"  # the run layout (synshot.runs): `synshot export runs/tiny`
     ablations: dict[str, str] = {}  # name -> exported ablation prior, each inverted with the full method
     # per ablation: inversion overrides chosen by the same validation search as the main prior, given
     # directly or read from that search's tuning.json (its best trial per ablation)
