@@ -92,7 +92,7 @@ def test_evaluation_resumes_and_a_changed_config_reruns(subjects, prior_path, tm
     logs: list[str] = []
     cfg = _eval_cfg(glob, prior_path, out)
     results, loaded = Evaluator(cfg, log=logs.append).run()
-    ran = [line for line in logs if line.startswith("[eval] s3001")]
+    ran = [line for line in logs if line.startswith("s3001")]
     assert len(ran) == 2 and {r.method for r in results} == {"no_prior", "full"}
     np_result = next(r for r in results if r.method == "no_prior")
     assert np_result.details["steps"] == 4  # the full method's stage1 + stage2 budget
@@ -105,20 +105,20 @@ def test_evaluation_resumes_and_a_changed_config_reruns(subjects, prior_path, tm
     (out / "s3001" / "full" / "seed0" / "result.json").write_text('{"frames": ')
     logs.clear()
     Evaluator(cfg, log=logs.append).run()
-    assert [line.split(":")[0] for line in logs if line.startswith("[eval] s3001")] == ["[eval] s3001 full seed 0"]
+    assert [line.split(":")[0] for line in logs if line.startswith("s3001")] == ["s3001 full seed 0"]
     # unchanged -> nothing runs
     logs.clear()
     Evaluator(cfg, log=logs.append).run()
-    assert not [line for line in logs if line.startswith("[eval] s3001")]
+    assert not [line for line in logs if line.startswith("s3001")]
     # a changed baseline config re-runs the baseline only; a changed inversion config the full method only
     logs.clear()
     Evaluator(_eval_cfg(glob, prior_path, out, "no_prior.lr_color=0.03"), log=logs.append).run()
-    assert [line.split(":")[0] for line in logs if line.startswith("[eval] s3001")] == ["[eval] s3001 no_prior seed 0"]
+    assert [line.split(":")[0] for line in logs if line.startswith("s3001")] == ["s3001 no_prior seed 0"]
     logs.clear()
     cfg2 = _eval_cfg(glob, prior_path, out, "no_prior.lr_color=0.03")
     cfg2 = cfg2.model_copy(update={"invert_overrides": [*cfg2.invert_overrides, "stage2.lr=2e-3"]})
     Evaluator(cfg2, log=logs.append).run()
-    assert [line.split(":")[0] for line in logs if line.startswith("[eval] s3001")] == ["[eval] s3001 full seed 0"]
+    assert [line.split(":")[0] for line in logs if line.startswith("s3001")] == ["s3001 full seed 0"]
 
 
 def test_tuning_never_uses_test_subjects(subjects, prior_path, tmp_path):

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from synshot.camera import matrix_to_quat, pose_points, quat_multiply
-from synshot.cli import UsageError
+from synshot.cli import UsageError, get_logger
 from synshot.eval.config import NoPriorConfig
 from synshot.invert.config import LossWeights
 from synshot.invert.headio import HeadAdapter, atlas_mask
@@ -161,9 +162,10 @@ def resolve_budget(cfg: NoPriorConfig, head: HeadAdapter, prior_gaussians: int, 
 
 def fit_no_prior(head: HeadAdapter, frames: list[Frame], cfg: NoPriorConfig, weights: LossWeights,
                  background=(1.0, 1.0, 1.0), backend: str = "auto", device: str | torch.device = "cpu",
-                 log=print) -> tuple[BoundGaussians, dict]:
+                 log: Callable[[str], None] | None = None) -> tuple[BoundGaussians, dict]:
     """Fit :class:`BoundGaussians` to ``frames`` with the inversion's image loss terms (``weights``:
     L1, D-SSIM, alpha-vs-mask) plus the offset prior; returns the model and a summary."""
+    log = log or get_logger("eval").info
     torch.manual_seed(cfg.seed)
     bg = torch.tensor(background, dtype=torch.float32)
     start = time.perf_counter()
@@ -195,7 +197,7 @@ def fit_no_prior(head: HeadAdapter, frames: list[Frame], cfg: NoPriorConfig, wei
         opt.step()
         losses.append(float(total.detach()))
         if step % 50 == 0 or step == cfg.steps - 1:
-            log(f"[no_prior] step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}")
+            log(f"no-prior step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}")
     summary = {"steps": cfg.steps, "gaussians": model.num_gaussians, "grid_size": cfg.grid_size,
                "fit_s": time.perf_counter() - start,
                "loss_first": losses[0] if losses else None, "loss_final": losses[-1] if losses else None}

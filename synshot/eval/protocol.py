@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from synshot import fsio
+from synshot.cli import get_logger
 from synshot.config import dump_config, load_config
 from synshot.eval.config import EvalConfig
 from synshot.eval.metrics import frame_metrics, mean_over_frames
@@ -99,8 +100,8 @@ def id_distance_pair() -> Callable | None:
 class Evaluator:
     """Runs every method on every subject (and seed) and collects :class:`MethodResult` s."""
 
-    def __init__(self, cfg: EvalConfig, log: Callable[[str], None] = print):
-        self.cfg, self.log = cfg, log
+    def __init__(self, cfg: EvalConfig, log: Callable[[str], None] | None = None):
+        self.cfg, self.log = cfg, log or get_logger("eval").info
         self.out = Path(cfg.out)
         self.lpips = None
         if cfg.lpips_backbone is not None:
@@ -213,7 +214,7 @@ class Evaluator:
         fsio.write_json(result_file, {"subject": subject_dir.name, "method": name, "seed": seed, "frames": per_frame,
                                       "details": details, "digest": digest}, indent=1, default=float)
         m = mean_over_frames(per_frame)
-        self.log(f"[eval] {subject_dir.name} {name} seed {seed}: PSNR full {m['psnr_full']:.2f} / head "
+        self.log(f"{subject_dir.name} {name} seed {seed}: PSNR full {m['psnr_full']:.2f} / head "
                  f"{m['psnr_head']:.2f} dB, SSIM full {m['ssim_full']:.4f} ({details['wall_s']:.0f} s)")
         return MethodResult(subject_dir.name, name, seed, per_frame, details, renders)
 
@@ -256,7 +257,7 @@ class Evaluator:
                 raise FileNotFoundError(f"ablation '{abl}': prior {ckpt} not found; train and export it "
                                         f"(make eval trains it) or remove it from ablations")
         jobs = self.jobs(subjects)
-        self.log(f"[eval] {len(subjects)} {self.cfg.split} subjects, {len(jobs)} runs "
+        self.log(f"{len(subjects)} {self.cfg.split} subjects, {len(jobs)} runs "
                  f"(methods {self.cfg.methods}, seeds {self.cfg.seeds}, ablations {sorted(self.cfg.ablations)}) "
                  f"-> {self.out}")
         results = [self.run_one(sdir, method, seed, abl) for sdir, method, seed, abl in jobs]

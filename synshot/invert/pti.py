@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from synshot.invert.arcface import IdentityLoss, crop_resize, load_arcface, square_boxes
 from synshot.invert.config import InvertConfig
 from synshot.camera import apply_camera_delta, pose_points, project_points
+from synshot.cli import get_logger
 from synshot.invert.headio import HeadAdapter, atlas_mask
 from synshot.invert.subject import Subject
 from synshot.invert.unwrap import unwrap_texture
@@ -72,7 +73,7 @@ class Inversion:
     """One subject, one prior: prepares inputs, runs both stages, renders."""
 
     def __init__(self, cfg: InvertConfig, model: nn.Module, head: HeadAdapter, subject: Subject,
-                 device: torch.device | None = None, writer=None, log: Callable[[str], None] = print):
+                 device: torch.device | None = None, writer=None, log: Callable[[str], None] | None = None):
         self.cfg = cfg
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
@@ -81,7 +82,7 @@ class Inversion:
         self.head = head
         self.subject = subject
         self.writer = writer
-        self.log = log
+        self.log = log or get_logger("invert").info
         self.uv_size = int(model.cfg.uv_size)
         self.bg = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
         self.lpips = load_lpips(cfg, self.device)

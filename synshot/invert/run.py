@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from synshot import fsio
+from synshot.cli import get_logger
 from synshot.config import dump_config
 from synshot.invert.avatar import Avatar, save_avatar
 from synshot.invert.config import InvertConfig
@@ -27,6 +28,8 @@ from synshot.invert.subject import SubjectError, check_cameras_see_head, load_su
 from synshot.priors import describe as describe_prior
 from synshot.runs import resolve_prior
 from synshot.seeding import seed_everything
+
+_log = get_logger("invert")
 
 OUTPUT_FILES = ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json", "inputs_vs_renders.png")
 
@@ -66,8 +69,10 @@ def prepare_subject(cfg: InvertConfig, subject_dir: str | Path, head: HeadAdapte
     return subject, head
 
 
-def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Path, log=print) -> dict[str, Any]:
+def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Path,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Invert ``subject_dir`` with the prior ``cfg.ckpt`` (default: the run's) and write the outputs to ``out_dir``."""
+    log = log or _log.info
     start = time.perf_counter()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -84,7 +89,7 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
     # and two inversions into one folder are refused (lock)
     with fsio.publish_dir(out_dir, purpose="invert") as out:
         metrics = _invert_into(cfg, subject, head, model, prior, device, out, start, log)
-    log(f"[invert] done in {metrics['wall_s']:.1f} s: loss {metrics['loss_first']:.4f} -> {metrics['loss_final']:.4f}"
+    log(f"done in {metrics['wall_s']:.1f} s: loss {metrics['loss_first']:.4f} -> {metrics['loss_final']:.4f}"
         + (f", eval PSNR (full frame) {metrics['eval_psnr_full']:.2f} dB" if "eval_psnr_full" in metrics else "")
         + f"; outputs in {out_dir}")
     return metrics
@@ -99,7 +104,7 @@ def _invert_into(cfg: InvertConfig, subject, head, model, prior, device, out: Pa
 
         writer = SummaryWriter(str(out / "tb"))
         writer.add_text("config", "```\n" + dump_config(cfg) + "\n```")
-    log(f"[invert] {subject.name}: {len(subject.frames)} input frames, {len(subject.eval_frames)} eval frames, "
+    log(f"{subject.name}: {len(subject.frames)} input frames, {len(subject.eval_frames)} eval frames, "
         f"prior {prior} ({sum(model.gaussian_counts().values())} Gaussians), device {device}")
     inv = Inversion(cfg, model, head, subject, device=device, writer=writer, log=log)
     t_prep = time.perf_counter() - start
