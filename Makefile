@@ -35,10 +35,11 @@ EXPR ?= subjects/s3002
 DEMO_CONFIG ?= configs/demo/tiny.yaml
 EVAL_CONFIG ?= configs/demo/eval.yaml
 TUNE_CONFIG ?= configs/eval/tune_tiny.yaml
+PLAN_CONFIG ?= configs/train/paper.yaml
 TB_PORT ?= 6006
 TB_HOST ?= 127.0.0.1
 
-.PHONY: help setup apt data inspect subjects head-sheet train tensorboard export prior invert drive eval tune demo \
+.PHONY: help setup apt data inspect subjects head-sheet train tensorboard export prior invert drive view eval tune demo \
 	bench bench-model bench-render bench-gt plan gpu-check test test-fast test-model test-render faults cluster-up cluster-down clean
 
 help:
@@ -113,7 +114,6 @@ drive: setup
 	$(SYNSHOT) drive --subject $(SUBJECT) --expr $(EXPR) run=$(RUN) --side-by-side $(if $(OUT),--out $(OUT),) $(if $(PLY),--ply $(PLY) --compressed,) $(ARGS)
 
 ##@ view
-.PHONY: view
 ## view         RUN's avatar of SUBJECT (or AVATAR=file) in the browser at http://127.0.0.1:8080, with SUBJECT's photos [EXPR="seq.json subjects/s1"] [PORT=8080]
 view: setup
 	$(SYNSHOT) view $(if $(AVATAR),$(AVATAR),) --subject $(SUBJECT) run=$(RUN) $(foreach e,$(EXPR),--expr $(e)) $(if $(PORT),port=$(PORT),) $(if $(OUT),--out $(OUT),) $(ARGS)
@@ -148,9 +148,10 @@ bench-render: setup
 ## bench-gt     ground-truth render speed (views/s at 128/256 px, 16 spp) and head model timings
 bench-gt: setup
 	$(PYTHON) -m synshot.raytrace.bench
-## plan         capacity plan from results/bench.json + configs/plan/assumptions.yaml: make plan [CONFIG=configs/train/paper.yaml] [NODES=4] [GPUS=8] [BENCH=results/bench.json] [ARGS="gpu_step_s=0.5"]
+## plan         capacity plan from results/bench.json + configs/plan/assumptions.yaml: make plan [PLAN_CONFIG=configs/train/paper.yaml] [NODES=4] [GPUS=8] [BENCH=results/bench.json] [ARGS="gpu_step_s=0.5"]
 plan: setup
-	$(SYNSHOT) plan train_config=$(or $(CONFIG),configs/train/paper.yaml) nodes=$(or $(NODES),4) gpus_per_node=$(or $(GPUS),8) bench=$(or $(BENCH),results/bench.json) $(ARGS)
+	$(SYNSHOT) plan train_config=$(PLAN_CONFIG) nodes=$(or $(NODES),4) gpus_per_node=$(or $(GPUS),8) bench=$(or $(BENCH),results/bench.json) $(ARGS)
+
 ## gpu-check    CUDA machines only: gpu tests, render/model/invert benches, 512 px training fp32/bf16 (+2-GPU NCCL) -> results/gpu_check.json
 gpu-check: setup
 	$(PYTHON) -m synshot.bench.gpu_check --out results/gpu_check.json
