@@ -1,6 +1,6 @@
 """Shared helpers of the training tests: a tiny real dataset, a micro prior config, CLI runners.
 
-The dataset is made with the data engineer's real pipeline (procedural head model + Mitsuba ray
+The dataset is made with the real data pipeline (procedural head model + Mitsuba ray
 tracer + shard writer: ``synshot.data.synthesize``) at toy size: 6 identities x 2 expressions x 2
 views at 32 px, split by identity into train (8 samples) and val (4). ``synthesize`` skips complete
 shards, so every test module of one pytest run reuses the same directory for free.
