@@ -8,7 +8,6 @@ population is diverse; the data inspect tool makes similar sheets from shards.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +16,8 @@ from pydantic import Field
 
 from synshot.cli import Command, get_logger
 from synshot.config import ConfigBase
+from synshot.fsio import atomic_path
+from synshot.images import save_png, to_uint8
 
 from synshot.head import EXPRESSION_NAMES, HeadConfig, HeadModel, sample_cameras, sample_expression, sample_identity
 from synshot.camera import look_at_w2c
@@ -74,7 +75,7 @@ def uv_layout_image(size: int = 256, seed: int = 0, head_cfg: HeadConfig | None 
     model = HeadModel(head_cfg or HeadConfig())
     rng = np.random.default_rng(seed)
     maps = model.uv_maps(sample_identity(rng), torch.zeros(len(model.expression_names)), size)
-    tex = (maps["tex"].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    tex = to_uint8(maps["tex"])
     reg = np.zeros((size, size, 3), dtype=np.uint8)
     for name, m in model.uv_region_masks(size).items():
         reg[m.numpy()] = _REGION_COLOURS[name]
@@ -112,14 +113,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args, a: SheetConfig) -> int:
     if a.uv_layout:
-        Image.fromarray(uv_layout_image(256, a.seed)).save(a.uv_layout, optimize=True)
+        save_png(a.uv_layout, uv_layout_image(256, a.seed), optimize=True)
         log.info("wrote %s", a.uv_layout)
     img = population_sheet(a.identities, a.expressions, a.size, a.seed, a.spp)
-    out = Path(args.out or "docs/img/population.png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(out, optimize=True)
+    out = save_png(args.out or "docs/img/population.png", img, optimize=True)
     if out.stat().st_size > a.max_kib * 1024:          # path-tracing noise compresses badly: use a palette
-        Image.fromarray(img).quantize(256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+        with atomic_path(out) as tmp:
+            Image.fromarray(img).quantize(256, method=Image.Quantize.MEDIANCUT).save(tmp, format="PNG", optimize=True)
     log.info("wrote %s (%d KiB, %dx%d)", out, out.stat().st_size // 1024, img.shape[1], img.shape[0])
     return 0
 
