@@ -7,6 +7,8 @@ Every command reads::
 - ``--config``: the command's YAML (``inherit:`` composes files); each command has a default.
 - ``key=value``: dotted overrides of that config, anywhere on the line (before, between or after options).
 - ``--out``: where the command writes (a file or folder; the command's help says which).
+- ``--OPTION``: a command's own switches; many are shortcuts for one config key (``--seed 7`` is
+  ``seed=7``, declared with :meth:`Command.option`), so the config stays the one place a setting lives.
 - ``-v`` / ``-q``: more or less logging.
 
 Errors a user can fix (bad input, missing file, bad config) print one line ``error: ...`` naming
@@ -17,9 +19,11 @@ targets and the SLURM scripts, which branch on them.
 Usage in a command module::
 
     CLI = Command("invert", "Invert the prior on 1-3 images of one subject.",
-                  config_cls=InvertConfig, default_config="configs/invert/default.yaml",
-                  out_help="output folder (default runs/<run>/invert/<subject>)")
-    CLI.parser.add_argument("subject", help="subject folder")
+                  config_cls="synshot.invert.config:InvertConfig",  # a class, or "module:Class" (lazy import)
+                  default_config="configs/invert/tiny.yaml",
+                  out_help="output folder (default <run>/invert/<subject>)")
+    CLI.parser.add_argument("subject", help="subject folder")   # a plain argument
+    CLI.option("--prior", key="ckpt", help="exported prior")    # a shortcut for ckpt=FILE
 
     def run(args, cfg) -> int | None: ...
 
