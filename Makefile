@@ -39,7 +39,7 @@ PLAN_CONFIG ?= configs/train/paper.yaml
 TB_PORT ?= 6006
 TB_HOST ?= 127.0.0.1
 
-.PHONY: help setup apt data inspect subjects head-sheet train tensorboard export prior invert drive view eval tune demo \
+.PHONY: help setup apt data inspect subjects track head-sheet train tensorboard export prior invert drive view eval tune demo \
 	bench bench-model bench-render bench-gt plan gpu-check test test-fast test-model test-render faults cluster-up cluster-down clean
 
 help:
@@ -76,6 +76,11 @@ inspect: setup
 ## subjects     render held-out subjects to subjects/s<seed> (SUBJECT_SEEDS="3001 3002 3003": test 3001-3020, validation 2001-2010)
 subjects: setup
 	for s in $(SUBJECT_SEEDS); do $(SYNSHOT) data subject --seed $$s --size $(SUBJECT_SIZE) --out subjects/s$$s $(ARGS) || exit 1; done
+
+## track        fit the head model to photos -> a subject folder: make track PHOTOS=dir OUT=subjects/NAME
+track: setup
+	@test -n "$(PHOTOS)" && test -n "$(OUT)" || { echo "usage: make track PHOTOS=dir OUT=subjects/NAME"; exit 2; }
+	$(SYNSHOT) track $(PHOTOS) --out $(OUT) $(ARGS)
 
 ## head-sheet   ray-traced contact sheet of sampled identities x expressions -> docs/img/population.png
 head-sheet: setup

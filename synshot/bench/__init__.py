@@ -4,4 +4,4 @@
 Benchmarks measure; tests check correctness. No test asserts on a timing.
 """
 
-AREAS = ("data", "render", "model", "train", "invert", "small", "scale", "view")
+AREAS = ("data", "render", "model", "train", "invert", "track", "small", "scale", "view")

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from synshot.config import ConfigBase
+from synshot.track.config import TrackConfig
 
 TUNABLE_MODULES = ("D_feat", "R_color", "R_gauss", "D_id", "D_expr")
 
@@ -105,3 +106,4 @@ class InvertConfig(ConfigBase):
     log_every: int = Field(10, gt=0)
     tensorboard: bool = True
     progress: bool = True
+    track: TrackConfig = TrackConfig()  # used when the subject folder holds photos only (synshot.track)

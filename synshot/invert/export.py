@@ -83,7 +83,22 @@ def eval_metrics(avatar: Avatar, frames: list[Frame], background, backend: str, 
         cos = cosine_similarity(arcface, crop_resize(pred, boxes, background=bgv),
                                 crop_resize(target, boxes, background=bgv))
         out["id_cosine"] = float(cos.mean())
+    out.update(id_distance_metrics(pred, target, face_boxes(avatar, frames)))
     return out, pred.cpu(), target.cpu()
+
+
+def id_distance_metrics(pred: Tensor, target: Tensor, boxes: Tensor | None = None, prefix: str = "") -> dict[str, Any]:
+    """dlib descriptor distance of renders to targets (synshot.faces.metrics): the detected face box of
+    the target, else ``boxes`` (the projected head model)."""
+    from synshot.faces import id_distance_summary, pair_id_distance
+
+    dists = []
+    for k in range(len(pred)):
+        d = pair_id_distance(pred[k], target[k])
+        if not math.isfinite(d) and boxes is not None:
+            d = pair_id_distance(pred[k], target[k], box=boxes[k].tolist())
+        dists.append(d)
+    return id_distance_summary(dists, prefix)
 
 
 def peak_memory_mb(device: torch.device | None = None) -> dict[str, float]:

@@ -17,6 +17,7 @@ from synshot.invert.config import InvertConfig
 from synshot.invert.export import (
     eval_metrics,
     export_ply,
+    id_distance_metrics,
     peak_memory_mb,
     render_turntable,
     write_comparison,
@@ -30,6 +31,7 @@ from synshot.runs import resolve_prior
 from synshot.seeding import seed_everything
 
 _log = get_logger("invert")
+from synshot.track.invert_input import keep_tracked_subject, track_if_needed
 
 OUTPUT_FILES = ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json", "inputs_vs_renders.png")
 
@@ -78,6 +80,7 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    subject_dir = track_if_needed(subject_dir, out_dir, cfg.track, log=log)
     prior = resolve_prior(cfg.ckpt, cfg.run)
     log(f"[invert] loading {describe_prior(prior)}")
     model, _ = load_prior(prior, device)
@@ -89,6 +92,7 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
     # and two inversions into one folder are refused (lock)
     with fsio.publish_dir(out_dir, purpose="invert") as out:
         metrics = _invert_into(cfg, subject, head, model, prior, device, out, start, log)
+        keep_tracked_subject(subject_dir, out_dir, out)
     log(f"done in {metrics['wall_s']:.1f} s: loss {metrics['loss_first']:.4f} -> {metrics['loss_final']:.4f}"
         + (f", eval PSNR (full frame) {metrics['eval_psnr_full']:.2f} dB" if "eval_psnr_full" in metrics else "")
         + f"; outputs in {out_dir}")
@@ -144,6 +148,7 @@ def _invert_into(cfg: InvertConfig, subject, head, model, prior, device, out: Pa
         em, eval_r, eval_t = eval_metrics(avatar, subject.eval_frames, cfg.background, cfg.backend,
                                           lpips=inv.lpips, arcface=inv.arcface)
         metrics.update({f"eval_{k}": v for k, v in em.items()})
+    metrics.update(id_distance_metrics(renders, inv.inputs.rgb, prefix="inputs_"))
     write_comparison(out / "inputs_vs_renders.png", inv.inputs.rgb.cpu(), renders.cpu(), eval_t, eval_r)
     metrics["wall_s"] = time.perf_counter() - start
     metrics.update(peak_memory_mb(device))

@@ -103,30 +103,36 @@ def read_image(path: Path, background: Sequence[float] = (1.0, 1.0, 1.0), max_si
                 raise SubjectError(
                     f"{path}: image is {img.size[0]}x{img.size[1]}, larger than subject.max_image_side="
                     f"{max_side}; downscale it (and scale K in cameras.json) or raise subject.max_image_side")
-            mode = img.mode
-            if mode == "P":
-                img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-                mode = img.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-                arr = np.asarray(img, dtype=np.float32) / 65535.0
-                rgb, alpha = np.repeat(arr[..., None], 3, axis=2), None
-            elif mode == "I":
-                arr = np.asarray(img, dtype=np.float64)
-                scale = 65535.0 if arr.max() > 255 else 255.0
-                rgb, alpha = np.repeat((arr / scale).astype(np.float32)[..., None], 3, axis=2), None
-            elif mode == "F":
-                arr = np.asarray(img, dtype=np.float32)
-                scale = 1.0 if arr.max() <= 1.0 else (255.0 if arr.max() <= 255 else 65535.0)
-                rgb, alpha = np.repeat((arr / scale)[..., None], 3, axis=2), None
-            elif mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-                arr = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
-                rgb, alpha = arr[..., :3], arr[..., 3]
-            else:  # RGB, L, 1, CMYK, YCbCr, LAB, HSV ...
-                rgb, alpha = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0, None
+            return pil_to_array(img, background)
     except SubjectError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise SubjectError(f"{path}: cannot read this image ({exc}); re-save it as PNG or JPEG") from exc
+
+
+def pil_to_array(img: Image.Image, background: Sequence[float] = (1.0, 1.0, 1.0)
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """A loaded PIL image of any mode -> float RGB (H,W,3) in [0,1] and alpha (H,W) or None (see read_image)."""
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(img, dtype=np.float32) / 65535.0
+        rgb, alpha = np.repeat(arr[..., None], 3, axis=2), None
+    elif mode == "I":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if arr.max() > 255 else 255.0
+        rgb, alpha = np.repeat((arr / scale).astype(np.float32)[..., None], 3, axis=2), None
+    elif mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        scale = 1.0 if arr.max() <= 1.0 else (255.0 if arr.max() <= 255 else 65535.0)
+        rgb, alpha = np.repeat((arr / scale)[..., None], 3, axis=2), None
+    elif mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        arr = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        rgb, alpha = arr[..., :3], arr[..., 3]
+    else:  # RGB, L, 1, CMYK, YCbCr, LAB, HSV ...
+        rgb, alpha = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0, None
     rgb = np.clip(rgb, 0.0, 1.0)
     if alpha is not None:
         bg = np.asarray(background, dtype=np.float32)[None, None, :]

@@ -1,0 +1,133 @@
+"""Tracking accuracy on synthetic held-out subjects, where the truth is known.
+
+Subjects: validation identity seeds 2001-2010 from ``data_tools.subject`` (frontal neutral,
+near-frontal smile, ~65 degree profile; never the test seeds 3001+). The tracker sees only their
+images and masks (the masks stand in for a user's masks/ folder: the profile has no detectable face
+and is fitted from its silhouette).
+
+Comparison rule (documented in docs/tracking.md): the tracker's head frame and the generator's are
+both the head model's own frame, and the world frame drops out of the head-to-camera transform
+``w2c @ head_pose``. So head rotation and camera distance are compared directly on that transform;
+face vertices (face-region skin of the fitted vs true identity + expression, head frame) are compared
+after a similarity (Umeyama) alignment, which removes the scale/depth ambiguity of a monocular fit.
+
+Figures (means over photos, with the 90th percentile): ``track_rot_err_deg_{landmarks,silhouette}``,
+``track_face_vertex_err_mm``, ``track_cam_dist_err_pct``, ``track_landmark_rmse_px``,
+``track_s_per_photo``, ``track_detected_fraction``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+VALIDATION_SEEDS = tuple(range(2001, 2011))
+
+
+def _pose(cam: dict, par: dict) -> np.ndarray:
+    return np.asarray(cam["w2c"]) @ np.asarray(par["head_pose"])
+
+
+def compare(truth_dir: Path, tracked_dir: Path, head) -> list[dict]:
+    """Per-photo errors of a tracked subject against the generator's truth."""
+    import torch
+
+    from synshot.head import IdentityParams
+    from synshot.head.template import PART, REGION
+    from synshot.track.geometry import rotation_error_deg, similarity_align
+
+    t_cam = {f["file"]: f for f in json.loads((truth_dir / "cameras.json").read_text())["frames"]}
+    t_par_all = json.loads((truth_dir / "params.json").read_text())
+    t_par = {f["file"]: f for f in t_par_all["frames"]}
+    f_cam = {f["file"]: f for f in json.loads((tracked_dir / "cameras.json").read_text())["frames"]}
+    f_par_all = json.loads((tracked_dir / "params.json").read_text())
+    f_par = {f["file"]: f for f in f_par_all["frames"]}
+    report = {f["file"]: f for f in json.loads((tracked_dir / "tracking.json").read_text())["frames"]}
+    t_id = IdentityParams.from_dict(t_par_all["identity"])
+    f_id = IdentityParams.from_dict(f_par_all["identity"])
+    t = head.template
+    face = np.nonzero((t.region == REGION["face"]) & (t.part == PART["skin"]))[0]
+    rows = []
+    for name in sorted(t_cam):
+        T_true, T_fit = _pose(t_cam[name], t_par[name]), _pose(f_cam[name], f_par[name])
+        with torch.no_grad():
+            v_true = head.vertices(t_id, torch.tensor(t_par[name]["expression"], dtype=torch.float32)).double().numpy()
+            v_fit = head.vertices(f_id, torch.tensor(f_par[name]["expression"], dtype=torch.float32)).double().numpy()
+        s, R, tr = similarity_align(v_fit[face], v_true[face])
+        err = np.linalg.norm((s * v_fit[face] @ R.T + tr) - v_true[face], axis=1)
+        d_true, d_fit = np.linalg.norm(T_true[:3, 3]), np.linalg.norm(T_fit[:3, 3])
+        rows.append({"file": name, "cue": report[name]["cue"],
+                     "rot_err_deg": rotation_error_deg(T_fit[:3, :3], T_true[:3, :3]),
+                     "face_vertex_err_mm": 1000 * float(err.mean()),
+                     "cam_dist_err_pct": 100 * abs(d_fit - d_true) / d_true,
+                     "landmark_rmse_px": report[name].get("landmark_rmse_px")})
+    return rows
+
+
+def _stat(values: list[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(np.percentile(v, 90))
+
+
+def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | None = None,
+        keep: str | Path | None = None) -> dict[str, float | int]:
+    from data_tools.subject import make_subject
+    from synshot.head import HeadConfig, HeadModel
+    from synshot.track import TrackConfig, track_subject
+
+    seeds = list(seeds or (VALIDATION_SEEDS[:1] if quick else VALIDATION_SEEDS))
+    size = size or (128 if quick else 256)
+    spp = spp or (4 if quick else 16)
+    cfg = TrackConfig()
+    head = HeadModel(HeadConfig.tiny())
+    rows, seconds, n_photos = [], 0.0, 0
+    with tempfile.TemporaryDirectory(prefix="bench_track_") as tmp:
+        tmp = Path(tmp)
+        for seed in seeds:
+            truth = make_subject(seed, tmp / f"s{seed}", size=size, spp=spp, eval_views=0, tiny_head=True)
+            photos = tmp / f"photos{seed}"
+            photos.mkdir()
+            shutil.copytree(truth / "images", photos / "images")
+            shutil.copytree(truth / "masks", photos / "masks")
+            start = time.perf_counter()
+            track_subject(photos, tmp / f"t{seed}", cfg)
+            seconds += time.perf_counter() - start
+            n_photos += 3
+            sub = compare(truth, tmp / f"t{seed}", head)
+            for r in sub:
+                r["seed"] = seed
+            rows += sub
+            print(f"[bench track] seed {seed}: " + ", ".join(
+                f"{r['file']} {r['cue']} rot {r['rot_err_deg']:.1f} deg, face {r['face_vertex_err_mm']:.1f} mm, "
+                f"dist {r['cam_dist_err_pct']:.1f}%" for r in sub), flush=True)
+            if keep:
+                dst = Path(keep) / f"s{seed}"
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(tmp / f"t{seed}", dst)
+    lm = [r for r in rows if r["cue"] == "landmarks"]
+    sil = [r for r in rows if r["cue"] == "silhouette"]
+    out: dict[str, float | int] = {"track_subjects": len(seeds), "track_image_size": size,
+                                   "track_detected_fraction": len(lm) / max(1, len(rows)),
+                                   "track_s_per_photo": seconds / max(1, n_photos)}
+    for key, subset, field in (("rot_err_deg_landmarks", lm, "rot_err_deg"), ("rot_err_deg_silhouette", sil, "rot_err_deg"),
+                               ("face_vertex_err_mm", rows, "face_vertex_err_mm"),
+                               ("face_vertex_err_mm_landmarks", lm, "face_vertex_err_mm"),
+                               ("cam_dist_err_pct", rows, "cam_dist_err_pct"),
+                               ("landmark_rmse_px", lm, "landmark_rmse_px")):
+        mean, p90 = _stat([r[field] for r in subset])
+        out[f"track_{key}"] = mean
+        out[f"track_{key}_p90"] = p90
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=1))

@@ -1,0 +1,336 @@
+"""``track_subject``: photos of one person -> a subject folder (docs/inversion.md format) + tracking report.
+
+Pipeline: read photos (EXIF rotation, any pixel format) -> dlib detection, 68 landmarks and identity
+descriptor per photo -> one joint landmark fit (shared identity, per-photo expression/pose/camera;
+synshot.track.fit) -> photos without a detectable face: pose from their mask (synshot.track.silhouette)
+-> masks (user masks/ win, else alpha, else GrabCut seeded by the fit) -> publish the folder at once.
+
+Camera convention of the written subject: the head frame is the world frame (``head_pose`` is the
+identity) and each photo's ``w2c`` is its fitted head-to-camera transform, so the cameras orbit the
+head as in the synthetic subjects.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from synshot.cli import UsageError, get_logger
+from synshot.config import dump_config
+from synshot.faces import descriptor_distance, detect_faces, face_descriptor, landmarks68
+from synshot.fsio import publish_dir
+from synshot.head import HEAD_MODEL_VERSION, HeadConfig, HeadModel, IdentityParams
+from synshot.track.config import TrackConfig
+from synshot.track.fit import FitResult, PhotoObservation, fit_landmarks
+from synshot.track.masks import grabcut_mask, head_faces, mesh_raster
+from synshot.track.overlay import photo_panel, tracking_sheet
+from synshot.track.photos import Photo, PhotoError, list_photos, read_photo, user_mask
+from synshot.track.silhouette import HairLinearMesh, fit_silhouette
+
+log = get_logger(__name__)
+CUE_LANDMARKS, CUE_SILHOUETTE = "landmarks", "silhouette"
+
+
+class TrackingError(UsageError):
+    """The fit failed on a photo (the message names it and the measured error)."""
+
+
+@dataclass
+class TrackResult:
+    out_dir: Path
+    frames: list[dict[str, Any]]
+    identity: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Item:
+    photo: Photo
+    rgb: np.ndarray                 # working image (H, W, 3) float
+    scale: float                    # working / original pixels
+    record: dict[str, Any]
+    landmarks: np.ndarray | None = None
+    box: tuple[float, float, float, float] | None = None
+    descriptor: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    mask_source: str | None = None
+    R: np.ndarray | None = None
+    t: np.ndarray | None = None
+    focal: float = 0.0
+    expression: np.ndarray | None = None
+
+
+def _resize(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    s = side / max(h, w)
+    if abs(s - 1) < 1e-9:
+        return rgb, 1.0
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, size, interpolation=interp), s
+
+
+def _detect(item: _Item, cfg: TrackConfig, warnings: list[str]) -> None:
+    det_img, s = _resize(item.rgb, cfg.detect.work_side)
+    faces = detect_faces(det_img, upsample=0)
+    if not faces and cfg.detect.upsample > 0:
+        faces = detect_faces(det_img, upsample=cfg.detect.upsample)
+    item.record["faces_found"] = len(faces)
+    if not faces:
+        return
+    if len(faces) > 1:
+        msg = (f"{item.photo.path}: {len(faces)} faces found; tracking the largest "
+               f"(crop the photo to one person to silence this)")
+        warnings.append(msg)
+        log.warning(msg)
+    face = faces[0]
+    box = tuple(v / s for v in face.box)
+    face_px = np.sqrt((box[2] - box[0]) * (box[3] - box[1])) / item.scale
+    if face_px < cfg.detect.min_face_px:
+        raise PhotoError(f"{item.photo.path}: the face is only {face_px:.0f} px wide, smaller than the tracker "
+                         f"can use (detect.min_face_px={cfg.detect.min_face_px:g}); use a closer or larger photo")
+    from synshot.faces.dlib_models import Face
+
+    work_face = Face(box, face.score)
+    item.box = box
+    item.landmarks = landmarks68(item.rgb, work_face)
+    item.descriptor = face_descriptor(item.rgb, work_face)
+    item.record.update({"detector_score": round(face.score, 4), "face_box": [round(v, 1) for v in box]})
+
+
+def _focal_guesses(items: list[_Item], cfg: TrackConfig) -> tuple[list[float], bool, list[str]]:
+    exif = [it.photo.focal_px() for it in items]
+    cameras = {it.photo.camera for it in items}
+    same_camera = all(f is not None for f in exif) and len(cameras) == 1 and None not in cameras \
+        and len({it.photo.focal_35mm for it in items}) == 1
+    shared = cfg.fit.focal == "shared" or (cfg.fit.focal == "auto" and same_camera)
+    guesses, sources = [], []
+    for it, f in zip(items, exif):
+        w, h = it.rgb.shape[1], it.rgb.shape[0]
+        if f is not None:
+            guesses.append(f * it.scale)
+            sources.append("exif")
+        else:
+            guesses.append(cfg.fit.focal_guess * max(w, h))
+            sources.append("guess")
+    return guesses, shared, sources
+
+
+def _pairwise_identity(items: list[_Item], threshold: float, warnings: list[str]) -> list[dict[str, Any]]:
+    out = []
+    det = [it for it in items if it.descriptor is not None]
+    for a in range(len(det)):
+        for b in range(a + 1, len(det)):
+            d = descriptor_distance(det[a].descriptor, det[b].descriptor)
+            out.append({"a": det[a].photo.name, "b": det[b].photo.name, "distance": round(d, 4)})
+            if d > threshold:
+                msg = (f"{det[a].photo.path} and {det[b].photo.path} look like different people (dlib descriptor "
+                       f"distance {d:.2f} > {threshold:g}); track photos of one person only")
+                warnings.append(msg)
+                log.warning(msg)
+    return out
+
+
+def _identity(fit: FitResult) -> IdentityParams:
+    identity = IdentityParams.mean()
+    identity.shape, identity.features = fit.shape.tolist(), fit.features.tolist()
+    identity.hair_volume, identity.hair_length = 0.5, 0.3
+    return identity
+
+
+def _fit_landmark_photos(head: HeadModel, detected: list[_Item], items: list[_Item], guesses: list[float],
+                         shared: bool, cfg: TrackConfig) -> FitResult:
+    """The joint landmark fit of ``detected``; poses, focal and expressions are stored on the items."""
+    obs = []
+    for it in detected:
+        l, t, r, b = it.box
+        obs.append(PhotoObservation(it.record["file"], it.rgb.shape[1], it.rgb.shape[0], it.landmarks,
+                                    float(np.sqrt((r - l) * (b - t))), guesses[items.index(it)]))
+    fit = fit_landmarks(head, obs, cfg.fit, shared, log=log.debug)
+    for k, it in enumerate(detected):
+        rel = fit.rmse_px[k] / obs[k].face_size
+        it.R, it.t, it.focal, it.expression = fit.rotations[k], fit.translations[k], float(fit.focals[k]), \
+            fit.expressions[k]
+        it.record.update({"cue": CUE_LANDMARKS, "landmark_rmse_px": round(float(fit.rmse_px[k]), 3),
+                          "landmark_rmse_rel": round(float(rel), 4),
+                          "detected_landmarks": np.round(it.landmarks, 2).tolist(),
+                          "model_landmarks": np.round(fit.model_landmarks[k], 2).tolist()})
+        if rel > cfg.fit.max_rmse:
+            raise TrackingError(f"{it.photo.path}: the landmark fit did not converge (RMSE {fit.rmse_px[k]:.1f} px = "
+                                f"{100 * rel:.1f}% of the face size, limit fit.max_rmse={cfg.fit.max_rmse:g}); "
+                                f"check the photo (one unoccluded face) or raise fit.max_rmse / fit steps")
+    return fit
+
+
+def _reject_poses_the_silhouette_contradicts(detected: list[_Item], mesh: HairLinearMesh, cfg: TrackConfig,
+                                             warnings: list[str]) -> None:
+    """A landmark pose that the photo's mask contradicts is dropped for the silhouette cue.
+
+    Why: on a strong profile dlib still returns 68 points, laid out like a frontal face, and the fit
+    explains them with a near-frontal pose at a low RMSE. The mask does not lie about the yaw: if a
+    silhouette fit from the standard yaws matches the mask much better than the landmark pose (refined
+    locally on the mask), and the two poses differ by more than ``silhouette.max_disagreement_deg``,
+    the photo is fitted by its silhouette instead.
+    """
+    from synshot.track.geometry import rotation_error_deg
+
+    for it in detected:
+        if it.mask is None:
+            continue
+        local = fit_silhouette(mesh, it.mask, it.focal, float(it.t[2]), cfg.silhouette, init=(it.R, it.t),
+                               only_init=True)
+        free = fit_silhouette(mesh, it.mask, it.focal, float(it.t[2]), cfg.silhouette)
+        angle = rotation_error_deg(free.rotation, it.R)
+        it.record["silhouette_check"] = {"landmark_pose_loss": round(local.loss, 5), "free_loss": round(free.loss, 5),
+                                         "angle_deg": round(angle, 2)}
+        if free.loss < cfg.silhouette.reject_ratio * local.loss and angle > cfg.silhouette.max_disagreement_deg:
+            msg = (f"{it.photo.path}: the landmark pose disagrees with the mask by {angle:.0f} degrees; fitting this "
+                   f"photo by its silhouette (dlib landmarks are unreliable beyond ~45 degrees of yaw)")
+            warnings.append(msg)
+            log.warning(msg)
+            it.record["cue"] = CUE_SILHOUETTE
+
+
+def _check_output(out: Path, photo_paths: Sequence[Path]) -> None:
+    out_r = out.resolve()
+    for p in photo_paths:
+        if out_r == p.resolve().parent or out_r in p.resolve().parents:
+            raise UsageError(f"{out}: holds the input photos; write the subject to another folder (--out)")
+    if out.is_dir() and any(out.iterdir()) and not (out / "tracking.json").is_file():
+        raise UsageError(f"{out}: exists and holds files the tracker did not write; choose an empty or new "
+                         f"folder (--out) so that nothing in it is lost")
+
+
+def track_subject(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: TrackConfig | None = None
+                  ) -> TrackResult:
+    """Track 1-N photos of one person and write a subject folder to ``out_dir`` (see the module docstring)."""
+    start = time.perf_counter()
+    cfg = cfg or TrackConfig()
+    torch.manual_seed(cfg.seed)
+    out = Path(out_dir)
+    paths = list_photos(list(images) if isinstance(images, (list, tuple)) else images)
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise PhotoError(f"{paths[0].parent}: two photos share a name stem ({sorted(stems)}); rename one")
+    _check_output(out, paths)
+    warnings: list[str] = []
+    items = []
+    for p in paths:
+        photo = read_photo(p)
+        rgb, s = _resize(photo.rgb, min(cfg.image_side, max(photo.rgb.shape[:2])))
+        items.append(_Item(photo, np.ascontiguousarray(rgb, dtype=np.float32), s, {"file": f"{p.stem}.png",
+                                                                                    "source": str(p)}))
+    for it in items:
+        _detect(it, cfg, warnings)
+        size = (it.rgb.shape[1], it.rgb.shape[0])
+        m = user_mask(it.photo.path, it.photo.size)
+        if m is not None:
+            it.mask, it.mask_source = _resize(m, max(size))[0], "user"
+        elif it.photo.alpha is not None:
+            it.mask, it.mask_source = _resize(it.photo.alpha, max(size))[0], "alpha"
+    detected = [it for it in items if it.landmarks is not None]
+    for it in items:
+        if it.landmarks is None and it.mask is None:
+            raise PhotoError(
+                f"{it.photo.path}: no face found (dlib finds frontal to ~45 degree faces of ~40 px or more); "
+                f"use such a photo, or add masks/{it.photo.path.stem}.png so its pose is fitted from the silhouette")
+    if not detected:
+        raise PhotoError(f"{paths[0].parent}: no face found in any photo; at least one photo must show the face "
+                         f"within ~45 degrees of frontal")
+    identity_pairs = _pairwise_identity(items, cfg.same_person_distance, warnings)
+    guesses, shared, focal_sources = _focal_guesses(items, cfg)
+
+    head = HeadModel(HeadConfig.tiny() if cfg.head_mesh == "tiny" else HeadConfig())
+    fit = _fit_landmark_photos(head, detected, items, guesses, shared, cfg)
+    identity = _identity(fit)
+    mesh = None
+    if any(it.mask is not None for it in items):
+        mesh = HairLinearMesh(head, identity, cfg.silhouette.points, cfg.seed)
+    if cfg.silhouette.check_landmark_poses and mesh is not None and len(detected) > 1:
+        _reject_poses_the_silhouette_contradicts(detected, mesh, cfg, warnings)
+        kept = [it for it in detected if it.record["cue"] == CUE_LANDMARKS]
+        if kept and len(kept) < len(detected):   # the identity without the contradicted photos' landmarks
+            fit = _fit_landmark_photos(head, kept, items, guesses, shared, cfg)
+            identity = _identity(fit)
+            mesh = HairLinearMesh(head, identity, cfg.silhouette.points, cfg.seed)
+    detected = [it for it in detected if it.record["cue"] == CUE_LANDMARKS]
+    shared_focal = float(np.mean([it.focal for it in detected])) if shared else None
+    undetected = [it for it in items if it.landmarks is None or it.record.get("cue") == CUE_SILHOUETTE]
+    if undetected:
+        depth = float(np.median([it.t[2] for it in detected]))
+        for it in undetected:
+            k = items.index(it)
+            it.focal = shared_focal if shared_focal else guesses[k]
+            sil = fit_silhouette(mesh, it.mask, it.focal, depth, cfg.silhouette)
+            if sil.iou < cfg.silhouette.min_iou:
+                raise TrackingError(f"{it.photo.path}: the silhouette fit did not converge (IoU {sil.iou:.2f} < "
+                                    f"silhouette.min_iou={cfg.silhouette.min_iou:g}); check "
+                                    f"{it.mask_source} mask of this photo or use a photo where the face is visible")
+            it.R, it.t = sil.rotation, sil.translation
+            if it.expression is None:
+                it.expression = np.zeros(len(head.expression_names))
+            identity.hair_volume, identity.hair_length = sil.hair_volume, sil.hair_length
+            it.record.update({"cue": CUE_SILHOUETTE, "silhouette_iou": round(sil.iou, 4)})
+    outer, face_tris = head_faces(head)
+    sheet_panels = []
+    id_full = identity.copy()
+    for it in items:
+        h, w = it.rgb.shape[:2]
+        K = np.array([[it.focal, 0, w / 2], [0, it.focal, h / 2], [0, 0, 1.0]])
+        with torch.no_grad():
+            v = head.vertices(id_full, torch.as_tensor(it.expression, dtype=torch.float32)).double().numpy()
+        cam = v @ it.R.T + it.t
+        head_sil = mesh_raster(cam, outer, K, w, h)
+        if it.mask is None:
+            face_sil = mesh_raster(cam, face_tris, K, w, h)
+            it.mask, it.mask_source = grabcut_mask(it.rgb, head_sil, face_sil, cfg.masks.grabcut_iters,
+                                                   cfg.masks.work_side), "grabcut"
+        it.K = K
+        it.record.update({"focal_px": round(it.focal, 3), "focal_source": ("shared " if shared else "") +
+                          focal_sources[items.index(it)], "mask": it.mask_source, "width": w, "height": h,
+                          "distance_m": round(float(np.linalg.norm(it.t)), 4)})
+        title = f"{it.photo.name}: {it.record['cue']}" + (
+            f", RMSE {it.record['landmark_rmse_px']:.1f} px" if it.record["cue"] == CUE_LANDMARKS else
+            f", IoU {it.record['silhouette_iou']:.2f}")
+        model_lm = it.record.get("model_landmarks") if it.record["cue"] == CUE_LANDMARKS else None
+        sheet_panels.append(photo_panel(it.rgb, it.landmarks, model_lm, head_sil,
+                                        it.mask, title))
+    seconds = time.perf_counter() - start
+    frames_cam, frames_par = [], []
+    for it in items:
+        w2c = np.eye(4)
+        w2c[:3, :3], w2c[:3, 3] = it.R, it.t
+        h, w = it.rgb.shape[:2]
+        frames_cam.append({"file": it.record["file"], "K": it.K.tolist(), "w2c": w2c.tolist(), "width": w, "height": h})
+        frames_par.append({"file": it.record["file"], "expression": [float(x) for x in it.expression],
+                           "head_pose": np.eye(4).tolist()})
+    report = {"head_model_version": HEAD_MODEL_VERSION, "head_mesh": cfg.head_mesh, "shared_focal": shared,
+              "seconds": round(seconds, 2), "seconds_per_photo": round(seconds / len(items), 2),
+              "identity_distances": identity_pairs, "same_person_distance": cfg.same_person_distance,
+              "warnings": warnings, "frames": [it.record for it in items]}
+    with publish_dir(out, purpose="track") as stage:
+        (stage / "images").mkdir()
+        (stage / "masks").mkdir()
+        for it in items:
+            Image.fromarray((np.clip(it.rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).save(stage / "images" / it.record["file"])
+            Image.fromarray((np.clip(it.mask, 0, 1) * 255 + 0.5).astype(np.uint8)).save(stage / "masks" / it.record["file"])
+        (stage / "cameras.json").write_text(json.dumps({"frames": frames_cam}, indent=1))
+        (stage / "params.json").write_text(json.dumps({
+            "head_model_version": HEAD_MODEL_VERSION, "identity": identity.to_dict(),
+            "expression_names": list(head.expression_names), "frames": frames_par}, indent=1))
+        (stage / "tracking.json").write_text(json.dumps(report, indent=1))
+        (stage / "track_config.yaml").write_text(dump_config(cfg))
+        Image.fromarray(tracking_sheet(sheet_panels)).save(stage / "tracking.png")
+    log.info("tracked %d photos (%s) in %.1f s -> %s", len(items),
+             ", ".join(f"{it.photo.name}: {it.record['cue']}" for it in items), seconds, out)
+    return TrackResult(out, [it.record for it in items], identity.to_dict(), warnings, seconds)

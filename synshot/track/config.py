@@ -1,0 +1,61 @@
+"""Typed config of the face tracker (``configs/track/default.yaml``; every key overridable)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from synshot.config import ConfigBase
+
+
+class DetectConfig(ConfigBase):
+    work_side: int = Field(384, ge=64)        # detection runs on a copy whose long side is this (speed)
+    upsample: int = Field(1, ge=0, le=3)      # extra upsampling tried when nothing is found at 0
+    min_face_px: float = Field(24.0, gt=0)    # smaller faces (in the original photo) are refused
+
+
+class FitConfig(ConfigBase):
+    pose_steps: int = Field(80, ge=0)
+    shape_steps: int = Field(150, ge=0)
+    expression_steps: int = Field(150, ge=0)
+    lr: float = Field(0.02, gt=0)
+    robust_sigma: float = Field(0.04, gt=0)   # Geman-McClure scale, in units of the face size
+    jaw_weight: float = Field(0.5, ge=0)      # jaw (contour) points are noisier than inner points
+    shape_prior: float = Field(2e-3, ge=0)    # x mean squared shape/feature coefficient (~N(0,1) prior)
+    expression_prior: float = Field(2e-3, ge=0)
+    focal_prior: float = Field(1e-2, ge=0)    # x squared log-ratio to the focal guess
+    focal: Literal["shared", "per_photo", "auto"] = "auto"   # auto: shared when EXIF says one camera
+    focal_guess: float = Field(2.0, gt=0)     # focal in units of the long image side when EXIF has none
+    fit_focal: bool = False                   # landmarks barely constrain focal: keep the guess by default
+    max_rmse: float = Field(0.08, gt=0)       # landmark RMSE / face size above which the fit failed
+
+
+class SilhouetteConfig(ConfigBase):
+    steps: int = Field(120, ge=0)
+    lr: float = Field(0.02, gt=0)
+    resolution: int = Field(64, ge=16)        # long side of the soft-silhouette raster
+    points: int = Field(2500, ge=100)         # mesh vertices splatted
+    yaw_inits_deg: list[float] = [-90.0, -65.0, -40.0, 40.0, 65.0, 90.0]
+    min_iou: float = Field(0.5, ge=0, le=1)   # below: the silhouette fit failed (error naming the photo)
+    check_landmark_poses: bool = True         # masked photos: drop a landmark pose the mask contradicts
+    reject_ratio: float = Field(0.6, gt=0, le=1)       # ... when a free silhouette fit is this much better
+    max_disagreement_deg: float = Field(25.0, gt=0)    # ... and its rotation differs by more than this
+
+
+class MaskConfig(ConfigBase):
+    grabcut_iters: int = Field(4, ge=1)
+    work_side: int = Field(320, ge=64)
+
+
+class TrackConfig(ConfigBase):
+    """Face tracker: dlib detection + landmarks, joint fit of the head model, silhouette cue, masks."""
+
+    head_mesh: Literal["tiny", "default"] = "tiny"   # mesh used for the fit (its params serve every mesh)
+    image_side: int = Field(1024, ge=64)      # photos are written (and fitted) at most this long side
+    seed: int = 0
+    same_person_distance: float = Field(0.6, gt=0)
+    detect: DetectConfig = DetectConfig()
+    fit: FitConfig = FitConfig()
+    silhouette: SilhouetteConfig = SilhouetteConfig()
+    masks: MaskConfig = MaskConfig()

@@ -1,0 +1,201 @@
+"""Face tracker (synshot.track): a real photo tracked and inverted end to end, and every bad input.
+
+The real photo is ``skimage.data.astronaut()`` (NASA, public domain; ships with scikit-image).
+dlib's CNN detector is slow on a loaded CPU, so photos are small and tracking runs few steps.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synshot.config import load_config
+from synshot.track.config import TrackConfig
+
+# each tracking run detects with dlib's CNN detector and fits for a few seconds on a free CPU
+slow = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["fit.pose_steps=30", "fit.shape_steps=40", "fit.expression_steps=40", "silhouette.steps=30",
+        "silhouette.points=800", "detect.work_side=256", "image_side=256"]
+
+
+def fast_cfg(*extra: str) -> TrackConfig:
+    return load_config(TrackConfig, None, FAST + list(extra))
+
+
+def astronaut(size: int = 256) -> Image.Image:
+    from skimage import data
+
+    img = Image.fromarray(data.astronaut())
+    return img.crop((96, 16, 336, 256)).resize((size, size), Image.LANCZOS)  # the face, centred
+
+
+@pytest.fixture(scope="module")
+def astronaut_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("photos") / "astro"
+    d.mkdir()
+    astronaut().save(d / "a.jpg", quality=95)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tracked(astronaut_dir, tmp_path_factory):
+    from synshot.track import track_subject
+
+    out = tmp_path_factory.mktemp("tracked") / "astro"
+    return track_subject(astronaut_dir, out, fast_cfg())
+
+
+@slow
+def test_dlib_finds_the_astronaut():
+    from synshot.faces import detect_faces, face_descriptor, landmarks68
+
+    img = np.asarray(astronaut())
+    faces = detect_faces(img, upsample=0)
+    assert len(faces) >= 1 and faces[0].size > 60
+    lm = landmarks68(img, faces[0])
+    assert lm.shape == (68, 2)
+    l, t, r, b = faces[0].box
+    assert (lm[36:48, 1] < lm[48:60, 1].min()).all()          # eyes above the mouth
+    d = face_descriptor(img, faces[0])
+    assert d.shape == (128,) and abs(np.linalg.norm(d) - 1) < 0.2
+
+
+@slow
+def test_track_writes_a_loadable_subject(tracked):
+    from synshot.invert.subject import load_subject
+
+    out = tracked.out_dir
+    for name in ("images/a.png", "masks/a.png", "cameras.json", "params.json", "tracking.json", "tracking.png"):
+        assert (out / name).is_file(), name
+    rep = json.loads((out / "tracking.json").read_text())
+    fr = rep["frames"][0]
+    assert fr["cue"] == "landmarks" and fr["detector_score"] > 0 and len(fr["face_box"]) == 4
+    assert fr["landmark_rmse_px"] < 0.06 * 256       # a real fit, not a placeholder
+    subject = load_subject(out, size=128)
+    assert len(subject.frames) == 1
+    mask = np.asarray(Image.open(out / "masks/a.png")) / 255.0
+    assert 0.05 < mask.mean() < 0.9                   # GrabCut found a head, not everything or nothing
+
+
+@slow
+def test_track_is_deterministic(astronaut_dir, tracked, tmp_path):
+    from synshot.track import track_subject
+
+    again = track_subject(astronaut_dir, tmp_path / "again", fast_cfg())
+    a = json.loads((tracked.out_dir / "cameras.json").read_text())
+    b = json.loads((again.out_dir / "cameras.json").read_text())
+    assert a == b
+
+
+def _photo_dir(tmp_path: Path, name: str, img: Image.Image, **save) -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    img.save(d / save.pop("fname", "p.png"), **save)
+    return d
+
+
+@slow
+def test_exif_rotation_is_honoured(tmp_path):
+    from synshot.track import track_subject
+
+    rotated = astronaut().transpose(Image.Transpose.ROTATE_90)      # stored sideways ...
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                # ... with "rotate 90 CW to view"
+    d = _photo_dir(tmp_path, "exif", rotated, fname="p.jpg", exif=exif, quality=95)
+    res = track_subject(d, tmp_path / "out", fast_cfg())
+    assert res.frames[0]["cue"] == "landmarks"
+    written = Image.open(tmp_path / "out/images/p.png")
+    assert written.size == (256, 256)
+    up = np.asarray(written, dtype=np.float32)
+    assert np.abs(up - np.asarray(astronaut(), dtype=np.float32)).mean() < 6    # upright again
+
+
+@slow
+@pytest.mark.parametrize("kind", ["gray", "rgba", "gray16"])
+def test_pixel_formats(tmp_path, kind):
+    from synshot.track import track_subject
+
+    img = astronaut()
+    if kind == "gray":
+        img = img.convert("L")
+    elif kind == "rgba":
+        img = img.convert("RGBA")
+    else:
+        img = Image.fromarray((np.asarray(img.convert("L"), dtype=np.uint16) * 257).astype(np.uint16))
+        assert img.mode.startswith("I;16")
+    d = _photo_dir(tmp_path, kind, img)
+    res = track_subject(d, tmp_path / "out", fast_cfg())
+    assert res.frames[0]["cue"] == "landmarks"
+
+
+def test_no_face_names_the_file(tmp_path):
+    from synshot.track import PhotoError, track_subject
+
+    d = _photo_dir(tmp_path, "empty", Image.new("RGB", (200, 200), (120, 160, 200)), fname="sky.png")
+    with pytest.raises(PhotoError, match=r"sky\.png: no face found"):
+        track_subject(d, tmp_path / "out", fast_cfg())
+    assert not (tmp_path / "out").exists()
+
+
+@slow
+def test_small_face_is_refused(tmp_path):
+    from synshot.track import PhotoError, track_subject
+
+    d = _photo_dir(tmp_path, "small", astronaut(256), fname="far.png")
+    with pytest.raises(PhotoError, match=r"far\.png: the face is only \d+ px"):
+        track_subject(d, tmp_path / "out", fast_cfg("detect.min_face_px=400"))
+
+
+@slow
+def test_several_faces_warns_and_takes_the_largest(tmp_path):
+    from synshot.track import track_subject
+
+    canvas = Image.new("RGB", (400, 256), (255, 255, 255))
+    canvas.paste(astronaut(256), (0, 0))
+    canvas.paste(astronaut(150), (250, 60))
+    d = _photo_dir(tmp_path, "two", canvas, fname="group.png")
+    res = track_subject(d, tmp_path / "out", fast_cfg("image_side=400", "detect.work_side=400"))
+    assert any("group.png" in w and "2 faces" in w for w in res.warnings)
+    box = res.frames[0]["face_box"]
+    assert box[2] < 260                                   # the big face on the left
+
+
+@slow
+def test_fit_that_does_not_converge_names_photo_and_rmse(astronaut_dir, tmp_path):
+    from synshot.track import TrackingError, track_subject
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "tracking.json").write_text("{}")
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with pytest.raises(TrackingError, match=r"a\.jpg: the landmark fit did not converge \(RMSE [\d.]+ px"):
+        track_subject(astronaut_dir, tmp_path / "out", fast_cfg("fit.max_rmse=0.0001"))
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"     # nothing lost
+
+
+def test_output_folder_with_foreign_files_is_refused(astronaut_dir, tmp_path):
+    from synshot.cli import UsageError
+    from synshot.track import track_subject
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="holds files the tracker did not write"):
+        track_subject(astronaut_dir, tmp_path / "out", fast_cfg())
+    with pytest.raises(UsageError, match="holds the input photos"):
+        track_subject(astronaut_dir, astronaut_dir, fast_cfg())
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+def test_cli_reports_errors_without_traceback(tmp_path):
+    d = _photo_dir(tmp_path, "empty", Image.new("RGB", (64, 64)), fname="black.png")
+    r = subprocess.run([sys.executable, "-m", "synshot", "track", str(d), "--out", str(tmp_path / "o"), *FAST],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 2, r.stderr
+    assert "error:" in r.stderr and "black.png" in r.stderr and "Traceback" not in r.stderr
