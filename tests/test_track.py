@@ -199,3 +199,30 @@ def test_cli_reports_errors_without_traceback(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 2, r.stderr
     assert "error:" in r.stderr and "black.png" in r.stderr and "Traceback" not in r.stderr
+
+
+@slow
+def test_astronaut_photo_tracked_and_inverted_end_to_end(astronaut_dir, tmp_path):
+    """A folder holding one real photo and nothing else: invert tracks it first, then inverts."""
+    import torch
+
+    from synshot.invert.config import InvertConfig
+    from synshot.invert.run import run_inversion
+    from synshot.model import ModelConfig, SynShotPrior, save_exported
+    from test_invert_e2e import TINY_PRIOR
+
+    mcfg = load_config(ModelConfig, None, TINY_PRIOR)
+    torch.manual_seed(0)
+    prior = save_exported(SynShotPrior(mcfg), mcfg, tmp_path / "prior.safetensors")
+    cfg = load_config(InvertConfig, None, [
+        f"ckpt={prior}", "image_size=32", "head_mesh=tiny", "progress=false", "tensorboard=false",
+        "stage1.steps=2", "stage2.steps=2", "output.video=false", "output.ply=false",
+        *[f"track.{o}" for o in FAST]])
+    messages: list[str] = []
+    metrics = run_inversion(cfg, astronaut_dir, tmp_path / "inv", log=messages.append)
+    assert any("tracking them first" in m for m in messages)
+    tracked = tmp_path / "inv" / "tracked_subject"
+    assert (tracked / "cameras.json").is_file() and (tracked / "tracking.png").is_file()
+    saved = json.loads((tmp_path / "inv" / "metrics.json").read_text())
+    assert saved["num_inputs"] == 1 and "inputs_id_distance" in saved
+    assert metrics["inputs_id_distance_frames"] in (0, 1)

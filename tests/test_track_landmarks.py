@@ -111,7 +111,8 @@ def test_landmark_fit_recovers_a_known_head(tiny_head):
         size = float(np.ptp(pts[:, 0]))
         obs.append(PhotoObservation(f"{k}.png", 320, 320, pts, size, 600.0))
         truth.append(R.double().numpy())
-    fit = fit_landmarks(tiny_head, obs, FitConfig(), shared_focal=True)
+    fit = fit_landmarks(tiny_head, obs, FitConfig(pose_steps=40, shape_steps=100, expression_steps=100),
+                        shared_focal=True)
     for k in range(3):
         assert rotation_error_deg(fit.rotations[k], truth[k]) < 2.0
         assert fit.rmse_px[k] < 1.5
