@@ -79,6 +79,7 @@ def test_jaw_contour_is_the_silhouette(tiny_head, yaw_deg):
     assert np.median(to_edge) < 2.5 and (to_edge < 5).mean() > 0.85, to_edge
 
 
+@pytest.mark.slow
 def test_landmark_fit_recovers_a_known_head(tiny_head):
     """Observations made by the model itself (random identity, expression, pose): the fit recovers them."""
     from synshot.head.params import FEATURE_NAMES, N_SHAPE
