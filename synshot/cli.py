@@ -314,10 +314,13 @@ def _usage() -> str:
 
 
 def _ensure_source_tree_importable() -> None:
-    """``train``/``data_tools``/``slurm`` live beside ``synshot`` in the source tree, not in site-packages."""
-    root = Path(__file__).resolve().parent.parent
-    if (root / "train").is_dir() and str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+    """``train``/``data_tools``/``slurm`` live beside ``synshot`` in the source tree, not in site-packages:
+    the checkout ``synshot`` was imported from, else the current folder."""
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "train").is_dir() and (root / "data_tools").is_dir():
+            if str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+            return
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -334,7 +337,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             target = COMMANDS[name][0]
             _ensure_source_tree_importable()
             module, func = target.split(":")
-            return int(getattr(importlib.import_module(module), func)(words[n:]) or 0)
+            try:
+                entry = getattr(importlib.import_module(module), func)
+            except ModuleNotFoundError as exc:
+                if exc.name != module.split(".")[0]:
+                    raise
+                print(f"error: synshot {name} runs from a SynShot source checkout ({exc.name}/ is not installed "
+                      "with the package): cd into the checkout and run it again", file=sys.stderr)
+                return EXIT_USAGE
+            return int(entry(words[n:]) or 0)
     print(_usage(), file=sys.stderr)
     print(f"error: unknown command {' '.join(words[:2])!r}", file=sys.stderr)
     return EXIT_USAGE

@@ -155,3 +155,13 @@ def test_subcommand_rejects_unknown_key_with_exit_2(name, capsys):
     err = capsys.readouterr().err
     assert rc == EXIT_USAGE, err
     assert "error:" in err and "no_such_key: unknown key" in err and "Traceback" not in err
+
+
+def test_a_command_whose_program_folder_is_missing_says_so(monkeypatch, capsys):
+    """train/, data_tools/, slurm/ are not installed: outside a checkout the command names the fix."""
+    from synshot import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "ghost", ("no_such_program_folder.run:main", "x"))
+    assert cli.main(["ghost"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "runs from a SynShot source checkout" in err and "Traceback" not in err
