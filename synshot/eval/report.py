@@ -152,7 +152,8 @@ def plot_intervals(summary: dict, path: Path, metric: str = "psnr_full") -> Path
     def x(v: float) -> int:
         return int(left + (v - lo) / (hi - lo) * (w - left - right))
 
-    d.text((10, 10), f"{LABELS[metric]} (dB): mean and 95 % bootstrap interval over subjects x frames", fill="black")
+    title = f"{LABELS[metric][:-2]} (dB): mean and 95 % bootstrap interval over subjects x frames"
+    d.text((10, 10), title, fill="black")  # the label without its arrow: PIL's default font has no glyph
     for i, (m, iv) in enumerate(rows):
         y = top + i * row_h + row_h // 2
         d.text((10, y - 6), m, fill="black")
