@@ -86,6 +86,8 @@ SUBCOMMANDS = {
     "data subject": ([], "size", 32, "seed", 3001),
     "data scaling": (["runs/a"], "plot", "p.png", "baseline", "m.json"),
     "head sheet": ([], "identities", 2, "spp", 4),
+    "head landmarks": ([], "identities", 2, "calibrate", True),
+    "track": (["photos/"], "image_side", 512, "seed", 3),
     "train": ([], "max_steps", 7, "seed", 3),
     "submit": ([], "max_steps", 7, "seed", 3),
     "export": ([], "run", "runs/a", "run", "runs/b"),

@@ -11,22 +11,25 @@ forward axis. At fit time each band's contour vertex (its point farthest out alo
 direction in the image) is found, and each detected jaw landmark snaps to the nearest contour vertex of the bands
 around its nominal one (:meth:`LandmarkEmbedding.contour`, :meth:`LandmarkEmbedding.snap_jaw`).
 
-The table was measured, not guessed: ``python -m synshot.head.landmarks --calibrate`` renders
+The table was measured, not guessed: ``synshot head landmarks --calibrate`` renders
 identities sampled from the training distribution (seeds below 1000, never validation or test
 subjects) with the ray tracer, runs dlib's 68-point predictor, back-projects each detected point
 onto the rendered mesh and averages its UV position. The figure in docs/tracking.md comes from
-``python -m synshot.head.landmarks --figure docs/img/landmarks.png``.
+``synshot head landmarks --out docs/img/landmarks.png``.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
+from pydantic import Field
+
+from synshot.cli import Command, get_logger
+from synshot.config import ConfigBase
 
 from synshot.head.template import PART, REGION
 
@@ -292,23 +295,36 @@ def calibrate(n_identities: int = 4, size: int = 384, yaws=(-15.0, 0.0, 15.0), s
     return uv
 
 
+class LandmarksToolConfig(ConfigBase):
+    """The landmark table's calibration and figure."""
+
+    calibrate: bool = False  # measure the UV table (ray-traced identities + dlib) and print it
+    identities: int = Field(4, ge=1)  # identities rendered for the calibration
+
+
+CLI = Command("head landmarks", "Calibrate the 68 landmarks' UV table on the head model, or draw them.",
+              config_cls=LandmarksToolConfig, out_help="write the landmark figure (PNG) here",
+              example="synshot head landmarks --out docs/img/landmarks.png")
+CLI.option("--calibrate", key="calibrate", action="store_true", help="measure the UV table and print it")
+CLI.option("--identities", key="identities", type=int, help="identities rendered for the calibration")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m synshot.head.landmarks", description=__doc__.split("\n")[0])
-    p.add_argument("--calibrate", action="store_true", help="measure the UV table and print it")
-    p.add_argument("--identities", type=int, default=4)
-    p.add_argument("--figure", help="write the landmark figure (PNG) here")
-    args = p.parse_args(argv)
-    if args.calibrate:
-        uv = calibrate(args.identities)
+    return CLI.main(argv, run)
+
+
+def run(args, cfg: LandmarksToolConfig) -> int:
+    if cfg.calibrate:
+        uv = calibrate(cfg.identities)
         print("MEASURED_UV = np.array([")
         for k in range(0, N_LANDMARKS, 4):
             print("    " + " ".join(f"[{a:.5f}, {b:.5f}]," for a, b in uv[k:k + 4]))
         print("])")
-    if args.figure:
+    if args.out:
         from synshot.head.landmark_figure import landmark_figure
 
-        landmark_figure(args.figure)
-        print(f"wrote {args.figure}")
+        landmark_figure(args.out)
+        get_logger(__name__).info("wrote %s", args.out)
     return 0
 
 
