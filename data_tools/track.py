@@ -1,4 +1,4 @@
-"""Track photos of one person into a subject folder: ``python -m data_tools.track PHOTOS --out SUBJECT``.
+"""Track photos of one person into a subject folder: ``synshot track PHOTOS --out SUBJECT``.
 
 PHOTOS is a folder of 1-3 photos (or its ``images/`` subfolder, with optional ``masks/``) or photo
 files. Writes images/, masks/, cameras.json, params.json (the format ``synshot invert`` reads) plus

@@ -45,7 +45,7 @@ def _figure(bench: dict, prefix: str) -> tuple[str, float]:
     """The bench figure whose name starts with ``prefix`` (sizes are part of the names)."""
     hits = sorted(k for k in bench if k.startswith(prefix))
     if not hits:
-        raise UsageError(f"the bench results lack '{prefix}*': run `make bench` (or `python -m synshot.bench "
+        raise UsageError(f"the bench results lack '{prefix}*': run `make bench` (or `synshot bench "
                          f"--only scale train`) first, then pass its JSON as bench=...")
     return hits[0], float(bench[hits[0]])
 

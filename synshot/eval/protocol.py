@@ -69,7 +69,7 @@ def find_subjects(patterns: list[str]) -> list[Path]:
     subjects = [p for p in dict.fromkeys(found) if (p / "eval").is_dir()]
     if not subjects:
         raise FileNotFoundError(f"no subject folder with eval/ frames matches {patterns}; "
-                                f"make some with `python -m data_tools.subject --seed S --out DIR`")
+                                f"make some with `synshot data subject --seed S --out DIR`")
     return subjects
 
 

@@ -31,7 +31,7 @@ def subject_seed(folder: str | Path) -> int:
         return int(json.loads(meta.read_text())["seed"])
     except FileNotFoundError:
         raise SplitError(f"{meta}: missing; evaluation subjects must be rendered by "
-                         f"`python -m data_tools.subject --seed S` so their split can be checked") from None
+                         f"`synshot data subject --seed S` so their split can be checked") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise SplitError(f"{meta}: no integer 'seed'; re-render the subject with data_tools.subject") from None
 

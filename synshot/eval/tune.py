@@ -1,4 +1,4 @@
-"""Equal-budget hyper-parameter search on the validation subjects: ``synshot eval tune`` (``python -m synshot.eval.tune``).
+"""Equal-budget hyper-parameter search on the validation subjects: ``synshot eval tune``.
 
 Every tuned method (the full method, the no-prior baseline, each ablation prior) gets the same
 search: ``trials`` configurations, trial 0 = the current defaults, trials 1.. drawn at random
