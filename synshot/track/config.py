@@ -38,7 +38,7 @@ class SilhouetteConfig(ConfigBase):
     points: int = Field(2500, ge=100)         # mesh vertices splatted
     yaw_inits_deg: list[float] = [-90.0, -65.0, -40.0, 40.0, 65.0, 90.0]
     min_iou: float = Field(0.5, ge=0, le=1)   # below: the silhouette fit failed (error naming the photo)
-    check_landmark_poses: bool = True         # masked photos: drop a landmark pose the mask contradicts
+    check_landmark_poses: bool = False        # masked photos: drop a landmark pose the mask contradicts (experimental)
     reject_ratio: float = Field(0.6, gt=0, le=1)       # ... when a free silhouette fit is this much better
     max_disagreement_deg: float = Field(25.0, gt=0)    # ... and its rotation differs by more than this
 
