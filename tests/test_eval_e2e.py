@@ -5,6 +5,7 @@ it changes, and the tuning search never touches a test subject."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def _invert_cfg(prior: Path):
 
 
 def test_inversion_never_reads_eval_frames(subjects, prior_path, tmp_path):
-    """Replacing every eval image and mask with noise leaves the avatar bit-identical."""
+    """Replacing every eval image with noise leaves the avatar bit-identical."""
     from safetensors.torch import load_file
 
     from synshot.invert.run import run_inversion
@@ -62,11 +63,11 @@ def test_inversion_never_reads_eval_frames(subjects, prior_path, tmp_path):
     shutil.copytree(clean, noisy)
     rng = np.random.default_rng(0)
     changed = 0
-    for img in sorted((noisy / "eval").rglob("*.png")):
+    for img in sorted((noisy / "eval" / "images").glob("*.png")):  # masks stay: the loader checks them
         arr = np.asarray(Image.open(img))
         Image.fromarray(rng.integers(0, 256, arr.shape, dtype=np.uint8)).save(img)
         changed += 1
-    assert changed >= 4
+    assert changed >= 2
     cfg = _invert_cfg(prior_path)
     m_clean = run_inversion(cfg, clean, tmp_path / "a", log=lambda *_: None)
     m_noisy = run_inversion(cfg, noisy, tmp_path / "b", log=lambda *_: None)
@@ -83,6 +84,11 @@ def _eval_cfg(subjects_glob: str, prior: Path, out: Path, *extra: str):
         "invert_overrides=" + json.dumps(FAST_INVERT), "bootstrap_replicates=100", *extra])
 
 
+def ran_results(logs: list[str]) -> list[str]:
+    """'<subject> <method> seed <k>' of each result the evaluator computed (its one line per result)."""
+    return [m.group(1) for line in logs if (m := re.match(r"^(s\d+ \S+ seed \d+): PSNR", line))]
+
+
 def test_evaluation_resumes_and_a_changed_config_reruns(subjects, prior_path, tmp_path):
     from synshot.eval.protocol import Evaluator
     from synshot.eval.report import write_report
@@ -92,8 +98,10 @@ def test_evaluation_resumes_and_a_changed_config_reruns(subjects, prior_path, tm
     logs: list[str] = []
     cfg = _eval_cfg(glob, prior_path, out)
     results, loaded = Evaluator(cfg, log=logs.append).run()
-    ran = [line for line in logs if line.startswith("s3001")]
+    ran = ran_results(logs)
     assert len(ran) == 2 and {r.method for r in results} == {"no_prior", "full"}
+    for r in results:  # dlib + its weights are requirements: the identity column is always there
+        assert len(r.frames["id_distance"]) == 2 and np.isfinite(r.frames["id_distance"]).all()
     np_result = next(r for r in results if r.method == "no_prior")
     assert np_result.details["steps"] == 4  # the full method's stage1 + stage2 budget
     assert abs(np_result.details["gaussians"] / np_result.details["prior_gaussians"] - 1) <= 0.10
@@ -105,20 +113,20 @@ def test_evaluation_resumes_and_a_changed_config_reruns(subjects, prior_path, tm
     (out / "s3001" / "full" / "seed0" / "result.json").write_text('{"frames": ')
     logs.clear()
     Evaluator(cfg, log=logs.append).run()
-    assert [line.split(":")[0] for line in logs if line.startswith("s3001")] == ["s3001 full seed 0"]
+    assert ran_results(logs) == ["s3001 full seed 0"]
     # unchanged -> nothing runs
     logs.clear()
     Evaluator(cfg, log=logs.append).run()
-    assert not [line for line in logs if line.startswith("s3001")]
+    assert not ran_results(logs)
     # a changed baseline config re-runs the baseline only; a changed inversion config the full method only
     logs.clear()
     Evaluator(_eval_cfg(glob, prior_path, out, "no_prior.lr_color=0.03"), log=logs.append).run()
-    assert [line.split(":")[0] for line in logs if line.startswith("s3001")] == ["s3001 no_prior seed 0"]
+    assert ran_results(logs) == ["s3001 no_prior seed 0"]
     logs.clear()
     cfg2 = _eval_cfg(glob, prior_path, out, "no_prior.lr_color=0.03")
     cfg2 = cfg2.model_copy(update={"invert_overrides": [*cfg2.invert_overrides, "stage2.lr=2e-3"]})
     Evaluator(cfg2, log=logs.append).run()
-    assert [line.split(":")[0] for line in logs if line.startswith("s3001")] == ["s3001 full seed 0"]
+    assert ran_results(logs) == ["s3001 full seed 0"]
 
 
 def test_tuning_never_uses_test_subjects(subjects, prior_path, tmp_path):
