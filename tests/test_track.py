@@ -65,7 +65,11 @@ def test_dlib_finds_the_astronaut():
     l, t, r, b = faces[0].box
     assert (lm[36:48, 1] < lm[48:60, 1].min()).all()          # eyes above the mouth
     d = face_descriptor(img, faces[0])
-    assert d.shape == (128,) and abs(np.linalg.norm(d) - 1) < 0.2
+    assert d.shape == (128,) and np.isfinite(d).all() and np.linalg.norm(d) > 0.1
+    from synshot.faces import descriptor_distance
+
+    mirrored = face_descriptor(np.ascontiguousarray(img[:, ::-1]))
+    assert descriptor_distance(d, mirrored) < 0.6                    # the same person
 
 
 @slow
@@ -158,11 +162,11 @@ def test_small_face_is_refused(tmp_path):
 def test_several_faces_warns_and_takes_the_largest(tmp_path):
     from synshot.track import track_subject
 
-    canvas = Image.new("RGB", (400, 256), (255, 255, 255))
+    canvas = Image.new("RGB", (480, 256), (255, 255, 255))
     canvas.paste(astronaut(256), (0, 0))
-    canvas.paste(astronaut(150), (250, 60))
+    canvas.paste(astronaut(220), (258, 36))
     d = _photo_dir(tmp_path, "two", canvas, fname="group.png")
-    res = track_subject(d, tmp_path / "out", fast_cfg("image_side=400", "detect.work_side=400"))
+    res = track_subject(d, tmp_path / "out", fast_cfg("image_side=480", "detect.work_side=480"))
     assert any("group.png" in w and "2 faces" in w for w in res.warnings)
     box = res.frames[0]["face_box"]
     assert box[2] < 260                                   # the big face on the left
