@@ -125,7 +125,7 @@ def test_find_subjects_needs_eval_frames(tmp_path):
     (tmp_path / "a" / "eval").mkdir(parents=True)
     (tmp_path / "b").mkdir()
     assert find_subjects([str(tmp_path / "*")]) == [tmp_path / "a"]
-    with pytest.raises(FileNotFoundError, match="data_tools.subject"):
+    with pytest.raises(FileNotFoundError, match="synshot data subject"):
         find_subjects([str(tmp_path / "b")])
 
 
