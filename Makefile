@@ -164,7 +164,7 @@ gpu-check: setup
 ##@ test
 ## test         the test suite (all but GPU-only tests)
 test: setup
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q --durations=25 tests
 
 ## test-fast    unit tests only (skips tests marked slow or slurm)
 test-fast: setup
