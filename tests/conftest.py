@@ -46,6 +46,22 @@ def cluster():
         pytest.skip(f"local SLURM cluster could not start: {exc}")
 
 
+@pytest.fixture(scope="session")
+def subject_dir(tmp_path_factory):
+    """A tiny ray-traced subject shared by the inversion tests (tests/tiny_fixtures.py)."""
+    from tiny_fixtures import make_tiny_subject
+
+    return make_tiny_subject(tmp_path_factory.mktemp("subj"))
+
+
+@pytest.fixture(scope="session")
+def prior_path(tmp_path_factory):
+    """An untrained tiny prior shared by the inversion tests (tests/tiny_fixtures.py)."""
+    from tiny_fixtures import make_tiny_prior
+
+    return make_tiny_prior(tmp_path_factory.mktemp("prior"))
+
+
 # ---- fault catalogue table (`make faults`: pytest -m faults --fault-table) ----
 
 _FAULT_RESULTS: list[tuple[str, str, str]] = []

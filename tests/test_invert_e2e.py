@@ -21,29 +21,7 @@ from synshot.config import load_config
 from synshot.invert.config import InvertConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = 32
-TINY_PRIOR = [
-    "uv_size=32", "enc_channels=[8,16]", "dec_channels=[16,8]", "norm_groups=4", "code_dim=8", "codebook_size=32",
-    "feature_channels=8", "regressor_hidden=16", "sh_degree=1",
-    "parts={face: {grid_size: 32, regions: [face, ears, neck, eyes, mouth]}, scalp: {grid_size: 32, regions: [scalp]}}",
-]
-
-
-@pytest.fixture(scope="module")
-def subject_dir(tmp_path_factory) -> Path:
-    from data_tools.subject import make_subject
-
-    return make_subject(7, tmp_path_factory.mktemp("subj") / "s7", size=SIZE, spp=4, eval_views=1,
-                        eval_expressions=2, tiny_head=True)
-
-
-@pytest.fixture(scope="module")
-def prior_path(tmp_path_factory) -> Path:
-    from synshot.model import ModelConfig, SynShotPrior, save_exported
-
-    mcfg = load_config(ModelConfig, None, TINY_PRIOR)
-    torch.manual_seed(0)
-    return save_exported(SynShotPrior(mcfg), mcfg, tmp_path_factory.mktemp("prior") / "prior.safetensors")
+from tiny_fixtures import SIZE  # the shared tiny prior and subject: tests/conftest.py
 
 
 @pytest.fixture(scope="module")

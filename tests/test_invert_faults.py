@@ -15,26 +15,9 @@ import torch
 from synshot import fsio
 from synshot.cli import EXIT_CHECKPOINT, EXIT_NONFINITE, EXIT_USAGE
 from synshot.config import load_config
-from test_invert_e2e import SIZE, TINY_PRIOR
+from tiny_fixtures import SIZE, TINY_PRIOR
 
 pytestmark = pytest.mark.faults
-
-
-@pytest.fixture(scope="module")
-def subject_dir(tmp_path_factory) -> Path:
-    from data_tools.subject import make_subject
-
-    return make_subject(7, tmp_path_factory.mktemp("subj") / "s7", size=SIZE, spp=2, eval_views=1,
-                        eval_expressions=1, tiny_head=True)
-
-
-@pytest.fixture(scope="module")
-def prior_path(tmp_path_factory) -> Path:
-    from synshot.model import ModelConfig, SynShotPrior, save_exported
-
-    mcfg = load_config(ModelConfig, None, TINY_PRIOR)
-    torch.manual_seed(0)
-    return save_exported(SynShotPrior(mcfg), mcfg, tmp_path_factory.mktemp("prior") / "prior.safetensors")
 
 
 def _invert(prior, subject, out, *extra) -> int:

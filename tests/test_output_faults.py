@@ -71,7 +71,7 @@ def test_inspect_sheet_into_an_unwritable_folder(tmp_path, blocked, capsys):
 def test_export_into_an_unwritable_folder(blocked):
     from synshot.config import load_config
     from synshot.model import ModelConfig, SynShotPrior, save_exported
-    from test_invert_e2e import TINY_PRIOR
+    from tiny_fixtures import TINY_PRIOR
 
     mcfg = load_config(ModelConfig, None, TINY_PRIOR)
     with pytest.raises(fsio.OutputPathError, match="file/out: cannot create the output folder"):

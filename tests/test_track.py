@@ -213,7 +213,7 @@ def test_astronaut_photo_tracked_and_inverted_end_to_end(astronaut_dir, tmp_path
     from synshot.invert.config import InvertConfig
     from synshot.invert.run import run_inversion
     from synshot.model import ModelConfig, SynShotPrior, save_exported
-    from test_invert_e2e import TINY_PRIOR
+    from tiny_fixtures import TINY_PRIOR
 
     mcfg = load_config(ModelConfig, None, TINY_PRIOR)
     torch.manual_seed(0)

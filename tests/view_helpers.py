@@ -6,7 +6,7 @@ import torch
 
 from synshot.config import load_config
 
-from test_invert_e2e import TINY_PRIOR  # the tiny prior every inversion test uses
+from tiny_fixtures import TINY_PRIOR  # the tiny prior every inversion test uses
 
 
 def tiny_prior(seed: int = 0):

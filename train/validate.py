@@ -66,7 +66,10 @@ class Validator:
             target = loss.composite_target(batch)
             total, _ = loss(output, rgb, batch)
             lp = loss.lpips_net(rgb.flatten(0, 1), target.flatten(0, 1)).mean() if loss.lpips_enabled else None
-            vals = [psnr(rgb, target, reduce=False).mean(), ssim(rgb, target), lp if lp is not None else 0.0, total]
+            # the evaluation's psnr_full / ssim_full definition (synshot.eval.metrics): per frame, clamped to [0, 1]
+            shown, truth = rgb.clamp(0, 1), target.clamp(0, 1)
+            vals = [psnr(shown, truth, reduce=False).mean(), ssim(shown, truth, reduce=False).mean(),
+                    lp if lp is not None else 0.0, total]
             sums += weight * torch.tensor([float(v) for v in vals] + [1.0], dtype=torch.float64)
             if images is None and weight > 0:
                 images = (target[0].detach(), rgb[0].detach())
