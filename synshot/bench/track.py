@@ -54,6 +54,8 @@ def compare(truth_dir: Path, tracked_dir: Path, head) -> list[dict]:
     face = np.nonzero((t.region == REGION["face"]) & (t.part == PART["skin"]))[0]
     rows = []
     for name in sorted(t_cam):
+        if name not in f_cam:
+            continue
         T_true, T_fit = _pose(t_cam[name], t_par[name]), _pose(f_cam[name], f_par[name])
         with torch.no_grad():
             v_true = head.vertices(t_id, torch.tensor(t_par[name]["expression"], dtype=torch.float32)).double().numpy()

@@ -214,8 +214,17 @@ def _check_output(out: Path, photo_paths: Sequence[Path]) -> None:
 def track_subject(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: TrackConfig | None = None
                   ) -> TrackResult:
     """Track 1-N photos of one person and write a subject folder to ``out_dir`` (see the module docstring)."""
-    start = time.perf_counter()
     cfg = cfg or TrackConfig()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.torch_threads)   # the fit's tensors are small: extra threads only add overhead
+    try:
+        return _track(images, out_dir, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: TrackConfig) -> TrackResult:
+    start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     out = Path(out_dir)
     paths = list_photos(list(images) if isinstance(images, (list, tuple)) else images)

@@ -20,6 +20,8 @@ class FitConfig(ConfigBase):
     shape_steps: int = Field(150, ge=0)
     expression_steps: int = Field(150, ge=0)
     lr: float = Field(0.02, gt=0)
+    tolerance: float = Field(1e-3, ge=0)      # a stage stops when its loss fell less than this (relative) ...
+    patience: int = Field(15, ge=1)           # ... over this many steps
     robust_sigma: float = Field(0.04, gt=0)   # Geman-McClure scale, in units of the face size
     jaw_weight: float = Field(0.5, ge=0)      # jaw (contour) points are noisier than inner points
     shape_prior: float = Field(2e-3, ge=0)    # x mean squared shape/feature coefficient (~N(0,1) prior)
@@ -54,6 +56,7 @@ class TrackConfig(ConfigBase):
     head_mesh: Literal["tiny", "default"] = "tiny"   # mesh used for the fit (its params serve every mesh)
     image_side: int = Field(1024, ge=64)      # photos are written (and fitted) at most this long side
     seed: int = 0
+    torch_threads: int = Field(1, ge=1)       # the fit's tensors are small: more threads only add overhead
     same_person_distance: float = Field(0.6, gt=0)
     detect: DetectConfig = DetectConfig()
     fit: FitConfig = FitConfig()

@@ -23,7 +23,7 @@ import torch
 
 from synshot.head import HeadModel, IdentityParams
 from synshot.head.deform import Deformer
-from synshot.head.landmarks import JAW, LandmarkEmbedding, landmark_embedding
+from synshot.head.landmarks import JAW, LandmarkEmbedding, landmark_embedding, padded_bands
 from synshot.head.params import FEATURE_NAMES, N_SHAPE
 from synshot.track.config import FitConfig
 from synshot.track.geometry import axis_angle_to_matrix, project
@@ -72,21 +72,23 @@ class LandmarkHead:
         remap[ids] = np.arange(len(ids))
         self.faces = torch.as_tensor(remap[self.emb.faces])
         self.bary = torch.as_tensor(self.emb.bary, dtype=torch.float32)
-        self.bands = [torch.as_tensor(remap[b]) for b in self.emb.bands]
+        self.bands = padded_bands([remap[b] for b in self.emb.bands])
         self.n_expr = len(head.expression_names)
 
     def vertices(self, identity: IdentityParams, expression: torch.Tensor) -> torch.Tensor:
         return self.deformer(identity, expression)
 
     def fixed_points(self, verts: torch.Tensor) -> torch.Tensor:
-        return (verts[self.faces] * self.bary[..., None]).sum(1)
+        """(..., 68, 3) landmark positions (jaw at its nominal place) from (..., V, 3) sub-vertices."""
+        return (verts[..., self.faces, :] * self.bary[..., None]).sum(-2)
 
     def project_landmarks(self, verts: torch.Tensor, R, t, f, c, observed: torch.Tensor) -> torch.Tensor:
-        """(68, 2): inner points fixed on the mesh, jaw points snapped to the image contour."""
+        """(68, 2): inner points fixed on the mesh, jaw points snapped to the image contour. Batched
+        over photos when every argument has a leading photo axis."""
         lm = project(self.fixed_points(verts), R, t, f, c)
         px = project(verts, R, t, f, c)
         contour = self.emb.contour(px, R, self.bands)
-        return torch.cat([self.emb.snap_jaw(contour, observed[:17]), lm[17:]], 0)
+        return torch.cat([self.emb.snap_jaw(contour, observed[..., :17, :]), lm[..., 17:, :]], -2)
 
 
 def mean_identity_tensors() -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,13 +122,19 @@ def pnp_init(lhead: LandmarkHead, obs: PhotoObservation, focal: float) -> tuple[
 
 def fit_landmarks(head: HeadModel, observations: list[PhotoObservation], cfg: FitConfig, shared_focal: bool,
                   log=None) -> FitResult:
-    """Jointly fit identity, expressions, poses and focal lengths to the detected landmarks."""
+    """Jointly fit identity, expressions, poses and focal lengths to the detected landmarks.
+
+    All photos are projected in one batched pass. The deformation (the costly part) is evaluated
+    only when the stage changes it: once for the pose stage, once per step (shared by every photo,
+    expressions are still zero) in the shape stage, per photo in the expression stage. A stage ends
+    early once its loss stops improving (``cfg.tolerance`` relative over ``cfg.patience`` steps).
+    """
     torch.manual_seed(0)
     lhead = LandmarkHead(head)
     n = len(observations)
-    obs = [torch.as_tensor(o.landmarks, dtype=torch.float32) for o in observations]
+    obs = torch.as_tensor(np.stack([o.landmarks for o in observations]), dtype=torch.float32)
     scale = torch.tensor([o.face_size for o in observations], dtype=torch.float32)
-    centres = [torch.tensor([o.width / 2, o.height / 2], dtype=torch.float32) for o in observations]
+    centres = torch.tensor([[o.width / 2, o.height / 2] for o in observations], dtype=torch.float32)
     guess = torch.tensor([o.focal_guess for o in observations], dtype=torch.float64)
     if shared_focal:
         guess = guess.mean().expand(n).clone()
@@ -139,27 +147,29 @@ def fit_landmarks(head: HeadModel, observations: list[PhotoObservation], cfg: Fi
     weights = torch.ones(68)
     weights[list(JAW)] = cfg.jaw_weight
     sigma2 = cfg.robust_sigma ** 2
+    guess_f = guess.float()
 
-    def forward():
+    def vertices(stage: str) -> torch.Tensor:
         ident = identity_with(shape, feats)
-        total, lms = 0.0, []
-        for i in range(n):
-            R = axis_angle_to_matrix(rvec[i])
-            f = (guess[i].float() * torch.exp(log_f[0 if shared_focal else i]))
-            v = lhead.vertices(ident, expr[i].clamp(0, 1))
-            lm = lhead.project_landmarks(v, R, tvec[i], f, centres[i], obs[i])
-            r2 = (((lm - obs[i]) / scale[i]) ** 2).sum(1)
-            total = total + (weights * r2 / (r2 + sigma2)).sum() / weights.sum()
-            lms.append(lm)
-        total = total / n
+        if stage == "shape":
+            return lhead.vertices(ident, torch.zeros(lhead.n_expr)).expand(n, -1, -1)
+        return torch.stack([lhead.vertices(ident, expr[i].clamp(0, 1)) for i in range(n)])
+
+    def forward(verts: torch.Tensor):
+        R = axis_angle_to_matrix(rvec)
+        f = guess_f * torch.exp(log_f.expand(n))
+        lm = lhead.project_landmarks(verts, R, tvec, f, centres, obs)
+        r2 = (((lm - obs) / scale[:, None, None]) ** 2).sum(-1)
+        total = ((weights * r2 / (r2 + sigma2)).sum(-1) / weights.sum()).mean()
         total = total + cfg.shape_prior * (shape.pow(2).mean() + feats.pow(2).mean())
         total = total + cfg.expression_prior * expr.clamp(0, 1).pow(2).sum(1).mean()
         total = total + cfg.focal_prior * log_f.pow(2).mean()
-        return total, lms
+        return total, lm
 
-    stages = [("pose", cfg.pose_steps, [rvec, tvec] + ([log_f] if cfg.fit_focal else [])),
-              ("shape", cfg.shape_steps, [rvec, tvec, shape, feats] + ([log_f] if cfg.fit_focal else [])),
-              ("expression", cfg.expression_steps, [rvec, tvec, shape, feats, expr] + ([log_f] if cfg.fit_focal else []))]
+    focal_params = [log_f] if cfg.fit_focal else []
+    stages = [("pose", cfg.pose_steps, [rvec, tvec] + focal_params),
+              ("shape", cfg.shape_steps, [rvec, tvec, shape, feats] + focal_params),
+              ("expression", cfg.expression_steps, [rvec, tvec, shape, feats, expr] + focal_params)]
     lrs = {id(rvec): cfg.lr * 0.5, id(tvec): cfg.lr * 0.05, id(log_f): cfg.lr * 0.5, id(shape): cfg.lr * 5,
            id(feats): cfg.lr * 5, id(expr): cfg.lr * 2}
     losses: list[float] = []
@@ -167,22 +177,30 @@ def fit_landmarks(head: HeadModel, observations: list[PhotoObservation], cfg: Fi
         if steps <= 0:
             continue
         opt = torch.optim.Adam([{"params": [p], "lr": lrs[id(p)]} for p in params])
-        for _ in range(steps):
+        fixed = None
+        if name == "pose":
+            with torch.no_grad():
+                fixed = vertices("pose")
+        start = len(losses)
+        for step in range(steps):
             opt.zero_grad()
-            loss, _ = forward()
+            loss, _ = forward(fixed if fixed is not None else vertices(name))
             loss.backward()
             opt.step()
             with torch.no_grad():
                 expr.clamp_(0, 1)
             losses.append(float(loss.detach()))
+            k = len(losses) - start
+            if k > cfg.patience and losses[-1 - cfg.patience] - losses[-1] < cfg.tolerance * losses[-1 - cfg.patience]:
+                break
         if log:
-            log(f"stage {name}: loss {losses[-1]:.5f} after {steps} steps")
+            log(f"stage {name}: loss {losses[-1]:.5f} after {len(losses) - start} of {steps} steps")
     with torch.no_grad():
-        _, lms = forward()
-        lm_np = np.stack([lm.numpy() for lm in lms]).astype(np.float64)
-        rmse = np.array([float(np.sqrt(((lm_np[i] - observations[i].landmarks) ** 2).sum(1).mean())) for i in range(n)])
-        Rs = np.stack([axis_angle_to_matrix(rvec[i]).numpy() for i in range(n)]).astype(np.float64)
-        f = (guess.float() * torch.exp(log_f if not shared_focal else log_f.expand(n))).numpy().astype(np.float64)
+        _, lms = forward(vertices("expression"))
+        lm_np = lms.numpy().astype(np.float64)
+        rmse = np.sqrt(((lm_np - obs.double().numpy()) ** 2).sum(-1).mean(-1))
+        Rs = axis_angle_to_matrix(rvec).numpy().astype(np.float64)
+        f = (guess_f * torch.exp(log_f.expand(n))).numpy().astype(np.float64)
     return FitResult(shape=shape.detach().numpy().astype(np.float64), features=feats.detach().numpy().astype(np.float64),
                      expressions=expr.detach().clamp(0, 1).numpy().astype(np.float64), rotations=Rs,
                      translations=tvec.detach().numpy().astype(np.float64), focals=f, model_landmarks=lm_np,

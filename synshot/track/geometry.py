@@ -9,22 +9,24 @@ import torch
 
 
 def axis_angle_to_matrix(v: torch.Tensor) -> torch.Tensor:
-    """Rodrigues' formula, (3,) -> (3, 3), smooth at zero."""
-    theta2 = (v * v).sum()
-    theta = torch.sqrt(theta2 + 1e-16)
+    """Rodrigues' formula, (..., 3) -> (..., 3, 3), smooth at zero."""
+    theta = torch.sqrt((v * v).sum(-1, keepdim=True) + 1e-16)
     k = v / theta
-    zero = torch.zeros((), dtype=v.dtype)
-    Kx = torch.stack([torch.stack([zero, -k[2], k[1]]), torch.stack([k[2], zero, -k[0]]),
-                      torch.stack([-k[1], k[0], zero])])
-    eye = torch.eye(3, dtype=v.dtype)
-    return eye + torch.sin(theta) * Kx + (1 - torch.cos(theta)) * (Kx @ Kx)
+    zero = torch.zeros_like(k[..., 0])
+    Kx = torch.stack([zero, -k[..., 2], k[..., 1], k[..., 2], zero, -k[..., 0], -k[..., 1], k[..., 0], zero],
+                     -1).reshape(*v.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=v.dtype, device=v.device)
+    s, c = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
+    return eye + s * Kx + (1 - c) * (Kx @ Kx)
 
 
 def project(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor, f: torch.Tensor, c: torch.Tensor
             ) -> torch.Tensor:
-    """Head-frame points (N, 3) -> pixels (N, 2) (OpenCV camera, pixel centres at +0.5)."""
-    cam = points @ R.T + t
-    return f * cam[:, :2] / cam[:, 2:3].clamp_min(1e-4) + c
+    """Head-frame points (P, 3) -> pixels (P, 2) (OpenCV camera, pixel centres at +0.5). Batched:
+    points (N, P, 3) or (P, 3), R (N, 3, 3), t (N, 3), f (N,), c (N, 2) -> (N, P, 2)."""
+    cam = points @ R.transpose(-1, -2) + t[..., None, :]
+    f = f[..., None, None] if f.dim() else f
+    return f * cam[..., :2] / cam[..., 2:3].clamp_min(1e-4) + c[..., None, :]
 
 
 def rotation_error_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
