@@ -297,6 +297,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "invert": ("synshot.invert.__main__:main", "invert the prior on 1-3 images of a subject"),
     "drive": ("synshot.invert.drive:main", "drive an avatar with expressions"),
     "view": ("synshot.view.__main__:main", "look at and drive an avatar in the browser"),
+    "eval track": ("synshot.eval.tracked:main", "track held-out subjects from their input images (cached)"),
     "eval tune": ("synshot.eval.tune:main", "equal-budget hyper-parameter search on validation subjects"),
     "eval": ("synshot.eval.__main__:main", "evaluate methods on held-out subjects"),
     "bench": ("synshot.bench.__main__:main", "benchmarks -> JSON + table"),

@@ -1,8 +1,10 @@
 """``synshot demo``: the whole pipeline at toy scale, one stage after the other.
 
 synthesise shards -> train the prior (DeepSpeed, N processes) -> export -> held-out subjects ->
-invert one subject from 3 images -> drive it with another subject's expressions -> evaluate
-(baselines + full method) -> ``report.md`` and ``metrics.json`` under ``out``.
+track them from their input images only (``synshot eval track``) -> invert the first tracked test
+subject from 3 images -> drive it with another subject's expressions -> evaluate on the tracked
+geometry (baseline + full method, and the full method on the true geometry as a labelled upper
+bound) -> ``report.md`` and ``metrics.json`` under ``out``.
 
 Each stage runs the same command a user would type (so the demo also proves the CLIs), in a
 subprocess, and leaves a stamp ``out/.stages/<stage>.json`` holding the command; re-running the
@@ -43,6 +45,8 @@ class DemoConfig(ConfigBase):
     subject_args: list[str] = ["--size", "128"]
     invert_config: str = "configs/invert/tiny.yaml"
     invert_overrides: list[str] = []
+    track_config: str = "configs/track/default.yaml"  # the face tracker (also what the evaluation tracks with)
+    track_overrides: list[str] = []
     eval_config: str = "configs/eval/tiny.yaml"
     eval_overrides: list[str] = []
     tune_config: str = "configs/eval/tune_tiny.yaml"  # the validation search each ablation prior gets
@@ -50,8 +54,8 @@ class DemoConfig(ConfigBase):
     # train_overrides) and evaluated with the full method: no_sampling, no_vq, single_layer, f32.
     ablations: list[str] = []
 
-    @field_validator("subject_args", "data_overrides", "train_overrides", "invert_overrides", "eval_overrides",
-                     mode="before")
+    @field_validator("subject_args", "data_overrides", "train_overrides", "invert_overrides", "track_overrides",
+                     "eval_overrides", mode="before")
     @classmethod
     def _as_strings(cls, value):
         """Command-line words: YAML reads ``[--size, 48]`` as a string and an int; both are words."""
@@ -71,6 +75,8 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
     data, run, prior = out / "data", out / "train", out / "prior.safetensors"
     subjects = [out / "subjects" / f"s{s}" for s in cfg.subject_seeds]
     validation = [out / "validation" / f"s{s}" for s in cfg.validation_seeds]
+    tracked_dir = out / "tracked"  # = synshot.eval.tracked.default_tracked_dir of every subject (shared cache)
+    tracked = [tracked_dir / p.name for p in subjects + validation]
     avatar_dir = out / "invert" / subjects[0].name
     train_cmd = ["-m", "train", "--config", cfg.train_config, f"data.url={data}", f"out_dir={out}", "name=train",
                  *cfg.train_overrides]
@@ -95,7 +101,10 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
         Stage("subjects", [[python, "-m", "data_tools.subject", "--seed", str(s), "--out", str(p), *cfg.subject_args]
                            for s, p in zip(cfg.subject_seeds + cfg.validation_seeds, subjects + validation)],
               [p / "cameras.json" for p in subjects + validation]),
-        Stage("invert", [[python, "-m", "synshot.invert", str(subjects[0]), "--config", cfg.invert_config,
+        Stage("track", [[python, "-m", "synshot.eval.tracked", *map(str, subjects + validation), "--config",
+                         cfg.track_config, "--out", str(tracked_dir), *cfg.track_overrides]],
+              [p / "params.json" for p in tracked]),
+        Stage("invert", [[python, "-m", "synshot.invert", str(tracked[0]), "--config", cfg.invert_config,
                           "--prior", str(prior), "--out", str(avatar_dir), *cfg.invert_overrides]],
               [avatar_dir / f for f in ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json",
                                         "inputs_vs_renders.png")]),
@@ -114,13 +123,18 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
             python, "-m", "synshot.eval.tune", "--config", cfg.tune_config, "methods=[]",
             f"subjects=[{out / 'validation'}/*]", f"out={tune_out}",
             "eval_overrides=" + json.dumps([f"prior={prior}", f"invert_config={cfg.invert_config}",
-                                            "invert_overrides=" + json.dumps(cfg.invert_overrides)]),
+                                            "invert_overrides=" + json.dumps(cfg.invert_overrides),
+                                            f"tracked_dir={tracked_dir}", f"track_config={cfg.track_config}",
+                                            "track_overrides=" + json.dumps(cfg.track_overrides)]),
             "ablations=" + json.dumps({a: str(p) for a, p in ablation_priors.items()})]],
             [tune_out / "tuning.json"]))
         tuning = [f"ablation_tuning={tune_out / 'tuning.json'}"]
     stages.append(
-        Stage("eval", [[python, "-m", "synshot.eval", "--config", cfg.eval_config, f"subjects=[{out / 'subjects'}/*]",
+        Stage("eval", [[python, "-m", "synshot.eval", "--config", cfg.eval_config,
+                        "subjects=" + json.dumps([str(p) for p in subjects]),
                         "split=test", f"prior={prior}", f"out={out / 'eval'}", f"invert_config={cfg.invert_config}",
+                        f"tracked_dir={tracked_dir}", f"track_config={cfg.track_config}",
+                        "track_overrides=" + json.dumps(cfg.track_overrides),
                         "invert_overrides=" + json.dumps(cfg.invert_overrides),
                         "ablations=" + json.dumps({a: str(p) for a, p in ablation_priors.items()}),
                         *tuning, *cfg.eval_overrides]],

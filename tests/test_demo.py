@@ -27,7 +27,9 @@ def demo_overrides(out: Path) -> list[str]:
         "logging.every_n_steps=1,logging.image_every_n_steps=2,logging.val_every_n_steps=4,logging.val_samples=1]",
         "nproc=2",
         "subject_seeds=[3001,3002]",
-        "subject_args=[--size,48,--spp,4,--eval-views,2,--eval-expressions,1,--tiny-head]",
+        # 96 px: the smallest size at which the face detector finds these synthetic faces
+        "subject_args=[--size,96,--spp,2,--eval-views,2,--eval-expressions,1,--tiny-head]",
+        "track_overrides=[fit.pose_steps=30,fit.shape_steps=40,fit.expression_steps=40,silhouette.steps=30]",
         "invert_overrides=[stage1.steps=2,stage2.steps=2,image_size=48,head_mesh=tiny,output.turntable_frames=4]",
         "eval_overrides=[bootstrap_replicates=100]",
     ]
@@ -59,8 +61,9 @@ def test_demo_pipeline_writes_every_artifact(tmp_path):
 
     model, _ = load_exported(out / "prior.safetensors")
     assert sum(model.gaussian_counts().values()) > 0
-    # inversion outputs
+    # inversion outputs (of the tracked subject)
     inv = out / "invert" / "s3001"
+    assert json.loads((out / ".stages" / "invert.json").read_text())["commands"][0][3] == str(out / "tracked" / "s3001")
     metrics = json.loads((inv / "metrics.json").read_text())
     assert np.isfinite(metrics["eval_psnr_full"])
     from synshot.invert.ply import read_ply
@@ -73,15 +76,19 @@ def test_demo_pipeline_writes_every_artifact(tmp_path):
     assert (inv / "inputs_vs_renders.png").stat().st_size > 0
     # evaluation + summary report
     report = (out / "report.md").read_text()
-    for method in ("no_prior", "prior_only", "stage1_only", "full"):
+    from synshot.eval.protocol import ORACLE_METHOD
+
+    for method in ("no_prior", "full", ORACLE_METHOD):
         assert f"| {method} |" in report
+    assert "Geometry: tracked" in report and "Tracking error" in report
     summary = json.loads((out / "metrics.json").read_text())
-    assert set(summary["eval_mean"]) == {"no_prior", "prior_only", "stage1_only", "full"}
+    assert set(summary["eval_mean"]) == {"no_prior", "full", ORACLE_METHOD}
+    assert (out / "tracked" / "s3001" / "tracking.png").is_file() and (out / "tracked" / "s3002" / "eval").is_dir()
     assert (out / "eval" / "grid_s3001.png").is_file() and (out / "eval" / "grid_s3002.png").is_file()
 
     # re-running reuses every finished stage
     start = time.perf_counter()
     again = run_demo(out)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert again.stderr.count("reusing") == 7, again.stderr
+    assert again.stderr.count("reusing") == 8, again.stderr
     assert time.perf_counter() - start < 60

@@ -2,6 +2,7 @@
 fairness rules, the tuning search's equal budget, the report's files and the ablation configs."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,6 +256,28 @@ def test_make_eval_tunes_each_ablation_on_validation_and_reports_test_subjects()
     assert all(a in " ".join(tune) for a in ("no_sampling", "no_vq", "single_layer", "f32"))
     ev = stages["eval"].commands[0]
     assert "split=test" in ev and any(w.startswith("ablation_tuning=") for w in ev)
-    assert any("subjects/*" in w for w in ev) and not any("validation" in w for w in ev)
+    listed = json.loads(next(w for w in ev if w.startswith("subjects=")).split("=", 1)[1])
+    assert [Path(p).name for p in listed] == [f"s{s}" for s in cfg.subject_seeds]
+    assert not any("validation" in w for w in ev)
+    assert f"tracked_dir={Path(cfg.out) / 'tracked'}" in ev and any("tracked_dir=" in w for w in tune)
+    assert "s2001" in " ".join(stages["track"].commands[0])  # validation subjects are tracked for the search
     demo = load_config(DemoConfig, "configs/demo/tiny.yaml")
     assert "tune-ablations" not in {s.name for s in build_stages(demo, python="python")}
+
+
+def test_demo_tracks_the_held_out_subjects_and_inverts_the_tracked_one():
+    from synshot.config import load_config
+    from synshot.demo import DemoConfig, build_stages
+
+    cfg = load_config(DemoConfig, "configs/demo/tiny.yaml")
+    stages = build_stages(cfg, python="python")
+    assert [s.name for s in stages] == ["data", "train", "export", "subjects", "track", "invert", "drive", "eval"]
+    by_name = {s.name: s for s in stages}
+    tracked = Path(cfg.out) / "tracked"
+    track = by_name["track"].commands[0]
+    assert track[:3] == ["python", "-m", "synshot.eval.tracked"] and track[track.index("--out") + 1] == str(tracked)
+    assert [str(p) for p in by_name["track"].outputs] == [str(tracked / f"s{s}" / "params.json")
+                                                          for s in cfg.subject_seeds]
+    assert by_name["invert"].commands[0][3] == str(tracked / f"s{cfg.subject_seeds[0]}")
+    ev = by_name["eval"].commands[0]
+    assert f"tracked_dir={tracked}" in ev and "oracle_row=true" in ev and "methods=[no_prior,full]" in ev

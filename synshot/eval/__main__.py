@@ -21,12 +21,13 @@ def run(args, cfg) -> int:
     from synshot.eval.protocol import Evaluator
     from synshot.eval.report import write_report
 
+    evaluator = Evaluator(cfg)
     try:
-        results, subjects = Evaluator(cfg).run()
+        results, subjects = evaluator.run()
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
     path = write_report(results, subjects, cfg.out, dump_config(cfg), cfg.grid_frames, cfg.split,
-                        cfg.bootstrap_replicates, cfg.tile_size)
+                        cfg.bootstrap_replicates, cfg.tile_size, geometry=cfg.geometry, tracking=evaluator.tracking)
     log.info("report: %s", path)
     return 0
 

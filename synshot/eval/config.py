@@ -60,3 +60,15 @@ class EvalConfig(ConfigBase):
     bootstrap_replicates: int = Field(2000, ge=100)
     grid_frames: int = Field(4, ge=1)  # eval frames shown per subject in the image grid
     tile_size: int = Field(128, ge=128)  # pixels per tile in the image grids (upscaled, nearest)
+    # Geometry every method is given (docs/evaluation.md): "tracked" = the face tracker fitted to the
+    # subject's 3 input images only (synshot.eval.tracked); "oracle" = the generator's true identity,
+    # expressions, poses and cameras (measures inversion with perfect tracking).
+    geometry: Literal["tracked", "oracle"] = "tracked"
+    track_config: str = "configs/track/default.yaml"
+    track_overrides: list[str] = []
+    tracked_dir: str | None = None  # None = tracked/ beside the subjects' parent folder (shared by demo/eval/tune)
+    # with geometry=tracked: also the full method on the oracle geometry, a labelled upper bound, never in the verdict
+    oracle_row: bool = False
+    # independent (subject, method, seed) runs in parallel processes; None = min(CPUs, runs)
+    workers: int | None = Field(None, ge=1)
+    threads_per_worker: int | None = Field(None, ge=1)  # None = max(1, CPUs // workers)

@@ -8,6 +8,12 @@ Methods (all see the same 3 input frames and are scored on the same held-out ``e
   full         stage 1 + stage 2 pivotal tuning (the method)
   ablation:<n> the full method on a prior trained with one of the paper's ablation switches
 ``full`` and ``no_prior`` (the compared pair) run once per seed of ``seeds``; the others once.
+
+Geometry (``geometry``): every method gets the same inputs, by default the face tracker's fit to the
+subject's 3 input images (synshot.eval.tracked, which also states the alignment rule for the eval
+frames); ``oracle_row`` adds the full method on the generator's true geometry as a labelled upper
+bound (:data:`ORACLE_METHOD`), which no verdict uses.
+Runs are independent, so they execute in a pool of ``workers`` spawned processes (results in job order).
 Each (subject, method, seed) result is a folder with ``result.json`` (per-frame metrics and the
 digest of everything it depends on) and ``renders.npy``; a result whose digest matches is read,
 not recomputed, so an interrupted evaluation resumes and a changed config or prior re-runs.
@@ -18,7 +24,10 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import logging
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +46,7 @@ from synshot.eval.splits import check_subjects
 from synshot.images import batch_to_uint8
 from synshot.invert.config import InvertConfig
 from synshot.invert.subject import Frame, Subject
+from synshot.track.config import TrackConfig
 
 PRIOR_METHOD_OVERRIDES: dict[str, list[str]] = {
     "prior_only": ["stage1.steps=0", "stage2.steps=0", "refine.cameras=false"],
@@ -44,6 +54,10 @@ PRIOR_METHOD_OVERRIDES: dict[str, list[str]] = {
     "full": [],
 }
 SEEDED_METHODS = ("full", "no_prior")
+ORACLE_METHOD = "full (oracle geometry, upper bound)"  # the label of the oracle row, everywhere
+ORACLE_FOLDER = "full_oracle"
+# files of a subject folder that report on it and feed nothing (left out of the result digests)
+REPORT_ONLY_FILES = ("tracking.json", "tracking.png", "heldout.json", "tracking_error.json")
 
 
 @dataclass
@@ -54,6 +68,7 @@ class MethodResult:
     frames: dict[str, list[float]]  # metric -> value per eval frame
     details: dict[str, Any]  # wall time, Gaussian counts, losses
     renders: np.ndarray | None  # (N,H,W,3) uint8 renders of the eval frames
+    cached: bool = False  # read from an earlier run's result.json, not computed now
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -77,6 +92,23 @@ def find_subjects(patterns: list[str]) -> list[Path]:
 def file_digest(path: str) -> str:
     """sha256 of a prior file (a re-trained prior invalidates every cached result that used it)."""
     return fsio.file_sha256(path) if Path(path).is_file() else "missing"
+
+
+def subject_digest(folder: Path) -> str:
+    """sha256 of every file a subject folder feeds the inversion and the metrics (by content, so a
+    re-tracked subject with the same result keeps its cached results, and a different one does not)."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in folder.rglob("*") if q.is_file() and q.name not in REPORT_ONLY_FILES):
+        h.update(f"{p.relative_to(folder)}\n".encode())
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 @lru_cache(maxsize=16)
@@ -103,6 +135,7 @@ class Evaluator:
     def __init__(self, cfg: EvalConfig, log: Callable[[str], None] | None = None):
         self.cfg, self.log = cfg, log or get_logger("eval").info
         self.out = Path(cfg.out)
+        self.tracking: dict[str, dict] = {}  # subject -> tracked folder and tracking error (tracked geometry)
         self.lpips = None
         if cfg.lpips_backbone is not None:
             from synshot.losses import LPIPS
@@ -116,8 +149,10 @@ class Evaluator:
             "progress=false"]
         return load_config(InvertConfig, self.cfg.invert_config, overrides)
 
-    def result_digest(self, method: str, inv_cfg: InvertConfig, subject_dir: Path | None = None) -> str:
-        """What a cached result depends on: the method's configs, the prior's bytes, the subject's files."""
+    def result_digest(self, method: str, inv_cfg: InvertConfig, subject_dir: Path | None = None,
+                      geometry: str = "oracle") -> str:
+        """What a cached result depends on: the method's configs, the prior's bytes, the geometry and the
+        content of the subject's files (for tracked geometry: the tracked subject)."""
         if method == "no_prior":  # only what the baseline uses of the inversion config (budget, losses, images)
             keys = ("seed", "device", "backend", "image_size", "background", "weights", "subject", "head_mesh")
             used = {k: v for k, v in inv_cfg.model_dump(mode="json").items() if k in keys}
@@ -128,9 +163,9 @@ class Evaluator:
             inv_part = dump_config(inv_cfg)
             prior = file_digest(str(Path(inv_cfg.ckpt).resolve()))
         parts = [method, inv_part, prior, str(self.cfg.lpips_backbone), f"id_distance={id_distance_pair() is not None}"]
+        parts.append(f"geometry={geometry}")
         if subject_dir is not None:
-            files = sorted(p for p in subject_dir.rglob("*") if p.is_file())
-            parts += [f"{p.relative_to(subject_dir)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+            parts.append(subject_digest(subject_dir))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def ablation_overrides(self, name: str) -> list[str]:
@@ -170,15 +205,24 @@ class Evaluator:
                                                   for k in range(len(pred))])
 
     # -- one (subject, method, seed) ----------------------------------------------------------------
-    def run_one(self, subject_dir: Path, method: str, seed: int = 0, ablation: str | None = None) -> MethodResult:
-        name = method if ablation is None else f"ablation:{ablation}"
-        folder = self.out / subject_dir.name / name.replace(":", "_") / f"seed{seed}"
+    def run_one(self, subject_dir: Path, method: str, seed: int = 0, ablation: str | None = None,
+                geometry: str | None = None, cached_only: bool = False) -> MethodResult | None:
+        """One result; ``subject_dir`` is the folder holding the geometry (a tracked subject, or the
+        held-out subject itself for ``geometry="oracle"``). The full method on the oracle geometry while
+        the evaluation runs on tracked geometry is the oracle row (:data:`ORACLE_METHOD`).
+        ``cached_only``: None instead of computing a result that is not cached."""
+        geometry = geometry or self.cfg.geometry
+        oracle_row = geometry == "oracle" and self.cfg.geometry != "oracle"
+        if oracle_row and (method != "full" or ablation is not None):
+            raise ValueError("the oracle row is the full method only")
+        name = ORACLE_METHOD if oracle_row else method if ablation is None else f"ablation:{ablation}"
+        folder = self.out / subject_dir.name / (ORACLE_FOLDER if oracle_row else name.replace(":", "_")) / f"seed{seed}"
         result_file = folder / "result.json"
         if ablation is not None:
             inv_cfg = self.invert_config("full", self.cfg.ablations[ablation], seed, self.ablation_overrides(ablation))
         else:
             inv_cfg = self.invert_config("full" if method == "no_prior" else method, self.cfg.prior, seed)
-        digest = self.result_digest(name, inv_cfg, subject_dir)
+        digest = self.result_digest(name, inv_cfg, subject_dir, geometry)
         if self.cfg.reuse and result_file.is_file() and (folder / "renders.npy").is_file():
             try:
                 data = json.loads(result_file.read_text())
@@ -186,7 +230,9 @@ class Evaluator:
                 data = {}
             if data.get("digest") == digest:
                 return MethodResult(subject_dir.name, name, seed, data["frames"], data["details"],
-                                    np.load(folder / "renders.npy"))
+                                    np.load(folder / "renders.npy"), cached=True)
+        if cached_only:
+            return None
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         from synshot.invert.run import prepare_subject
@@ -211,12 +257,16 @@ class Evaluator:
         with fsio.atomic_open(folder / "renders.npy", "wb") as f:
             np.save(f, renders)
         # result.json last: its presence (with the digest) is what marks the result finished
+        details["geometry"] = geometry
         fsio.write_json(result_file, {"subject": subject_dir.name, "method": name, "seed": seed, "frames": per_frame,
                                       "details": details, "digest": digest}, indent=1, default=float)
-        m = mean_over_frames(per_frame)
-        self.log(f"{subject_dir.name} {name} seed {seed}: PSNR full {m['psnr_full']:.2f} / head "
-                 f"{m['psnr_head']:.2f} dB, SSIM full {m['ssim_full']:.4f} ({details['wall_s']:.0f} s)")
         return MethodResult(subject_dir.name, name, seed, per_frame, details, renders)
+
+    def log_result(self, r: MethodResult) -> None:
+        """One line per computed result (the evaluation's progress; cached results are silent)."""
+        m = r.metrics
+        self.log(f"{r.subject} {r.method} seed {r.seed}: PSNR full {m['psnr_full']:.2f} / head "
+                 f"{m['psnr_head']:.2f} dB, SSIM full {m['ssim_full']:.4f} ({r.details['wall_s']:.0f} s)")
 
     def _invert(self, inv_cfg: InvertConfig, subject_dir: Path, folder: Path) -> tuple[torch.Tensor, dict]:
         """Invert from the subject's input frames only, then render the eval frames from the avatar."""
@@ -235,14 +285,19 @@ class Evaluator:
         return pred.cpu(), {k: inv_metrics[k] for k in keep if k in inv_metrics and inv_metrics[k] == inv_metrics[k]}
 
     # -- everything ---------------------------------------------------------------------------------
-    def jobs(self, subjects: list[Path]) -> list[tuple[Path, str, int, str | None]]:
-        """(subject, method, seed, ablation) in run order: subject by subject, so a partial run is whole."""
+    def jobs(self, subjects: list[Path], geometry: dict[str, Path] | None = None) -> list[tuple]:
+        """(geometry folder, method, seed, ablation, geometry kind) in run order: subject by subject, so a
+        partial run is whole. ``geometry`` maps a subject name to its tracked folder (tracked geometry)."""
         out = []
+        kind = self.cfg.geometry
         for sdir in subjects:
+            gdir = (geometry or {}).get(sdir.name, sdir)
             for method in self.cfg.methods:
                 seeds = self.cfg.seeds if method in SEEDED_METHODS else self.cfg.seeds[:1]
-                out += [(sdir, method, s, None) for s in seeds]
-            out += [(sdir, "full", self.cfg.seeds[0], abl) for abl in self.cfg.ablations]
+                out += [(gdir, method, s, None, kind) for s in seeds]
+            out += [(gdir, "full", self.cfg.seeds[0], abl, kind) for abl in self.cfg.ablations]
+            if self.cfg.oracle_row and kind == "tracked":
+                out.append((sdir, "full", self.cfg.seeds[0], None, "oracle"))
         return out
 
     def subjects(self) -> list[Path]:
@@ -250,18 +305,109 @@ class Evaluator:
         check_subjects(self.cfg.split, subjects, self.cfg.train_identities)
         return subjects
 
+    def tracked_dir(self, subject: Path) -> Path:
+        from synshot.eval.tracked import default_tracked_dir
+
+        return Path(self.cfg.tracked_dir) if self.cfg.tracked_dir else default_tracked_dir(subject)
+
+    def workers(self, n_jobs: int) -> tuple[int, int]:
+        """(processes, torch threads per process)."""
+        cpus = available_cpus()
+        workers = max(1, min(self.cfg.workers or cpus, n_jobs))
+        return workers, self.cfg.threads_per_worker or max(1, cpus // workers)
+
+    def track(self, subjects: list[Path]) -> dict[str, Path]:
+        """Tracked folder of each subject (tracked in parallel; cached ones are reused)."""
+        from synshot.eval.tracked import read_tracking_error
+
+        from synshot.eval.tracked import input_digest, is_current
+
+        track_cfg = load_config(TrackConfig, self.cfg.track_config, self.cfg.track_overrides)
+        tasks = [(s, self.tracked_dir(s), track_cfg) for s in subjects]
+        todo = [t for t in tasks if not is_current(t[1] / t[0].name, input_digest(t[0], track_cfg))]
+        if todo:
+            workers, threads = self.workers(len(todo))
+            self.log(f"tracking {len(todo)} of {len(tasks)} subjects from their input images ({workers} workers)")
+            self._map(_track_task, todo, workers, threads)
+        done = [_track_task(t) for t in tasks]  # all current now: this only checks and returns the folders
+        self.tracking = {s.name: {"dir": str(d), "error": read_tracking_error(d)} for s, d in zip(subjects, done)}
+        return {s.name: d for s, d in zip(subjects, done)}
+
+    def _map(self, fn: Callable, tasks: list, workers: int, threads: int,
+             on_result: Callable[[Any], None] = lambda _: None) -> list:
+        """``fn`` over ``tasks`` in a pool of spawned processes (results in task order); in this process
+        when workers == 1. ``on_result`` sees each result as it is collected."""
+        out = []
+        if workers <= 1:
+            before = torch.get_num_threads()
+            if self.cfg.threads_per_worker:
+                torch.set_num_threads(threads)
+            try:
+                _init_worker(self.cfg, threads=None, level=None, evaluator=self)
+                for t in tasks:
+                    out.append(fn(t))
+                    on_result(out[-1])
+                return out
+            finally:
+                torch.set_num_threads(before)
+        import multiprocessing
+
+        level = logging.getLogger("synshot").getEffectiveLevel()
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(self.cfg, threads, level)) as pool:
+            for r in pool.map(fn, tasks):
+                out.append(r)
+                on_result(r)
+        return out
+
     def run(self) -> tuple[list[MethodResult], dict[str, Subject]]:
         subjects = self.subjects()
         for abl, ckpt in self.cfg.ablations.items():
             if not Path(ckpt).is_file():
                 raise FileNotFoundError(f"ablation '{abl}': prior {ckpt} not found; train and export it "
                                         f"(make eval trains it) or remove it from ablations")
-        jobs = self.jobs(subjects)
-        self.log(f"{len(subjects)} {self.cfg.split} subjects, {len(jobs)} runs "
-                 f"(methods {self.cfg.methods}, seeds {self.cfg.seeds}, ablations {sorted(self.cfg.ablations)}) "
-                 f"-> {self.out}")
-        results = [self.run_one(sdir, method, seed, abl) for sdir, method, seed, abl in jobs]
+        self.tracking = {}
+        geometry = self.track(subjects) if self.cfg.geometry == "tracked" else {}
+        jobs = self.jobs(subjects, geometry)
+        results = [self.run_one(*job, cached_only=True) for job in jobs]  # cached ones need no worker
+        todo = [job for job, r in zip(jobs, results) if r is None]
+        workers, threads = self.workers(len(todo))
+        self.log(f"{len(subjects)} {self.cfg.split} subjects on {self.cfg.geometry} geometry, {len(jobs)} runs, "
+                 f"{len(todo)} to compute (methods {self.cfg.methods}, seeds {self.cfg.seeds}, ablations "
+                 f"{sorted(self.cfg.ablations)}"
+                 f"{', oracle row' if any(j[4] == 'oracle' and self.cfg.geometry == 'tracked' for j in jobs) else ''}"
+                 f"; {workers} workers x {threads} threads) -> {self.out}")
+        computed = iter(self._map(_run_task, todo, workers, threads, on_result=self.log_result) if todo else [])
+        results = [r if r is not None else next(computed) for r in results]
         from synshot.invert.run import prepare_subject
 
-        loaded = {s.name: prepare_subject(self.invert_config("full", self.cfg.prior), s)[0] for s in subjects}
+        loaded = {s.name: prepare_subject(self.invert_config("full", self.cfg.prior), geometry.get(s.name, s))[0]
+                  for s in subjects}
         return results, loaded
+
+
+# -- the process pool: one Evaluator per worker process -------------------------------------------------
+_WORKER: Evaluator | None = None
+
+
+def _init_worker(cfg: EvalConfig, threads: int | None, level: int | None, evaluator: Evaluator | None = None) -> None:
+    global _WORKER
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if level is not None:
+        from synshot.cli import setup_logging
+
+        setup_logging(verbose=2 if level <= logging.DEBUG else 0, quiet=level > logging.INFO)
+    _WORKER = evaluator or Evaluator(cfg)
+
+
+def _run_task(job: tuple) -> MethodResult:
+    sdir, method, seed, ablation, geometry = job
+    return _WORKER.run_one(sdir, method, seed, ablation, geometry)
+
+
+def _track_task(task: tuple) -> Path:
+    from synshot.eval.tracked import track_heldout
+
+    subject, tracked_dir, track_cfg = task
+    return track_heldout(subject, tracked_dir, track_cfg)

@@ -15,18 +15,32 @@ from PIL import Image, ImageDraw
 
 from synshot import fsio
 from synshot.eval.metrics import HIGHER_IS_BETTER, absent_metrics
-from synshot.eval.protocol import MethodResult
+from synshot.eval.protocol import ORACLE_METHOD, MethodResult
 from synshot.eval.stats import DEFAULT_REPLICATES, Interval, bootstrap, paired_difference, verdict_word
 from synshot.invert.subject import Subject
 from synshot.images import image_grid, save_png, to_uint8
 
-METHOD_ORDER = ("no_prior", "prior_only", "stage1_only", "full")
+METHOD_ORDER = ("no_prior", "prior_only", "stage1_only", "full", ORACLE_METHOD)
 METHOD_DESCRIPTIONS = {
     "no_prior": "no prior: Gaussians on the tracked mesh fitted from scratch (GaussianAvatars recipe), "
                 "same steps, ~same Gaussian count and same loss terms as the full method",
     "prior_only": "prior, no tuning: encoder output on the unwrapped inputs",
     "stage1_only": "stage 1 only: pivot search (E_id)",
     "full": "full method: stage 1 + stage 2 pivotal tuning",
+    ORACLE_METHOD: "the full method given the generator's true identity, expressions, poses and cameras instead "
+                   "of the tracked ones: what perfect tracking would give; an upper bound, never in the verdict",
+}
+GEOMETRY_TEXT = {
+    "tracked": "**Geometry: tracked.** Every method gets the same inputs: the face tracker's fit (identity, "
+               "per-image expression, head pose and camera) to the subject's 3 input images and masks only; it "
+               "never reads the subject's cameras.json/params.json (synshot.eval.tracked). Alignment rule (no eval "
+               "image is used): the eval frames keep their recorded camera, head pose and expression as the driving "
+               "signal; the tracked identity lives in the head model's canonical head frame, which is also the frame "
+               "of the recorded head poses, so each eval frame's recorded head-to-camera transform (w2c @ head_pose) "
+               "applies to the tracked avatar directly. Tracking errors (shape, the scale/depth of a monocular fit) "
+               "therefore count against every method, as they would on a user's photos.",
+    "oracle": "**Geometry: oracle.** Every method gets the generator's true identity, expressions, head poses and "
+              "cameras (perfect tracking): this measures inversion alone, not what a user's photos give.",
 }
 PAPER_CITATION = ("Zielonka et al., *Synthetic Prior for Few-Shot Drivable Head Avatar Inversion* (SynShot), "
                   "CVPR 2025, arXiv:2501.06903, table \"Ablation Study: VQ-VAE Architecture\"")
@@ -140,7 +154,7 @@ def plot_intervals(summary: dict, path: Path, metric: str = "psnr_full") -> Path
     """PNG: one row per method, the mean as a dot and its 95 % interval as a bar (PIL, no plotting stack)."""
     rows = [(m, Interval(**iv[metric])) for m, iv in summary["intervals"].items() if metric in iv]
     rows.sort(key=lambda r: r[1].mean)
-    w, left, right, row_h, top = 760, 220, 30, 34, 40
+    w, left, right, row_h, top = 820, 280, 30, 34, 40
     h = top + row_h * len(rows) + 50
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
@@ -195,12 +209,34 @@ def readme_summary(summary: dict, split: str) -> str:
     return "\n".join(lines + ["", verdict(summary), ""])
 
 
+def tracking_table(tracking: dict[str, dict]) -> list[str]:
+    """Per subject: tracking error of the tracked geometry against the generator's truth (report only)."""
+    lines = ["### Tracking error (tracked vs true geometry, per subject: mean [max] over the 3 input photos)", "",
+             "| subject | cues | rotation (deg) | face vertex (mm) | camera distance (%) |", "|---|---|---|---|---|"]
+    for name, t in sorted(tracking.items()):
+        err = t.get("error")
+        if not err:
+            lines.append(f"| {name} | – | – (no truth) | – | – |")
+            continue
+        cues = ", ".join(r["cue"] for r in err["photos"])
+        cells = [f"{err['mean'][k]:.2f} [{err['max'][k]:.2f}]" for k in ("rot_err_deg", "face_vertex_err_mm",
+                                                                         "cam_dist_err_pct")]
+        lines.append(f"| {name} | {cues} | " + " | ".join(cells) + " |")
+    return lines + ["", "Rotation: of the head-to-camera transform; face vertices: face-region skin after a similarity "
+                        "alignment; camera distance: head-to-camera distance (synshot.bench.track.compare). The "
+                        "truth is read only for this table.", ""]
+
+
 def write_report(results: list[MethodResult], subjects: dict[str, Subject], out: str | Path, config_json: str,
                  max_frames: int = 4, split: str = "test", replicates: int = DEFAULT_REPLICATES,
-                 tile: int = 128) -> Path:
+                 tile: int = 128, geometry: str | None = None, tracking: dict[str, dict] | None = None) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(results, replicates)
+    summary["geometry"] = geometry
+    if tracking:
+        summary["tracking"] = {name: t.get("error") and {"mean": t["error"]["mean"], "max": t["error"]["max"]}
+                               for name, t in tracking.items()}
     fsio.write_json(out / "metrics.json", summary, sort_keys=True, default=float)
     columns = write_grids(results, subjects, out, max_frames, tile)
     plot = plot_intervals(summary, out / "psnr_intervals.png") if summary["intervals"] else None
@@ -217,6 +253,10 @@ def write_report(results: list[MethodResult], subjects: dict[str, Subject], out:
              f"({replicates} replicates; subjects, then frames within a subject). Seeds per method: "
              + ", ".join(f"{m} {{{', '.join(s)}}}" for m, s in seeds.items() if not m.startswith("ablation:"))
              + " (a method's per-frame values are averaged over its seeds first).", ""]
+    if geometry is not None:
+        lines += [GEOMETRY_TEXT[geometry], ""]
+    if tracking:
+        lines += tracking_table(tracking)
     absent = summary["absent"]
     if absent:
         lines += ["**Absent columns:** " + "; ".join(f"`{k}` ({why})" for k, why in absent.items()) + ".", ""]

@@ -78,8 +78,9 @@ def eval_config_for(cfg: TuneConfig, method: str, values: dict[str, Any], out: P
     """The evaluation of one trial: validation split, seed 0, the trial's values for this method."""
     base = load_config(EvalConfig, cfg.eval_config, cfg.eval_overrides)
     words = trial_overrides(values, cfg.step_budget)
+    # the geometry is the evaluation config's (tracked by default, as in the report); no oracle row
     update: dict[str, Any] = {"split": "validation", "subjects": cfg.subjects, "out": str(out), "seeds": [0],
-                              "ablations": {}, "grid_frames": 1}
+                              "ablations": {}, "grid_frames": 1, "oracle_row": False}
     if method == "no_prior":
         bad = [k for k in values if not k.startswith("no_prior.")]
         if bad:
@@ -117,7 +118,8 @@ def run_search(cfg: TuneConfig, log=log.info) -> dict:
                 if steps != cfg.step_budget:
                     raise ConfigError(f"trial {k} of {method}: stage1.steps + stage2.steps = {steps}, not the shared "
                                       f"step_budget {cfg.step_budget}; fix the invert config or step_budget")
-            results, _ = Evaluator(ecfg, log=log).run()
+            results, _ = Evaluator(ecfg, log=log).run()  # its runs share the evaluation's process pool size
+            record.setdefault("geometry", ecfg.geometry)
             per_subject = {r.subject: float(np.mean(r.frames[cfg.metric])) for r in results}
             frames = [v for r in results for v in r.frames[cfg.metric]]
             trials.append({"trial": k, "values": values, "overrides": words, "per_subject": per_subject,

@@ -1,0 +1,198 @@
+"""Tracked geometry of held-out subjects: ``synshot eval track SUBJECT... [--out TRACKED_DIR]``.
+
+The evaluation (and the demo) measure inversion from photos, so every method gets the geometry the
+face tracker (synshot.track) fits to the subject's 3 input images, not the generator's truth.
+
+What the tracker sees: only the subject's ``images/`` and ``masks/``, copied into a temporary photo
+folder, so the held-out subject's ``cameras.json`` and ``params.json`` are never read. It writes a
+subject folder (images, masks, cameras.json, params.json, tracking.json, tracking.png); the held-out
+``eval/`` frames and ``meta.json`` (the split's seed) are then carried over unchanged.
+
+Alignment rule (no eval image is used): the eval frames keep their recorded camera, head pose and
+expression as the driving signal. The tracked identity lives in the head model's canonical head
+frame, which is also the frame of the recorded head poses, so the recorded head-to-camera transform
+``w2c @ head_pose`` of an eval frame applies to the tracked avatar directly (synshot.invert.subject
+renders eval frames with the top-level params.json identity and the eval frame's own expression, pose
+and camera). What tracking gets wrong (shape, scale/depth of a monocular fit) therefore shows up in
+the eval metrics, as it would for a user's photos.
+
+Cache: ``heldout.json`` in the tracked folder holds a digest of the input images + masks bytes and
+of the track config; a folder whose digest matches is reused (tuning trials and re-runs do not
+re-track). The folder is published at once (synshot.fsio.publish_dir). ``tracking_error.json``
+holds the tracking error against the truth (synshot.bench.track.compare), for the report only: the
+truth is read after tracking and never feeds anything that is scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from synshot.cli import Command, UsageError, get_logger
+from synshot.config import dump_config
+from synshot.fsio import publish_dir
+from synshot.track.config import TrackConfig
+
+log = get_logger("synshot.eval.tracked")
+
+TRACKED_FORMAT = 1  # bump when what this module writes changes (invalidates every cached tracked subject)
+INPUT_FOLDERS = ("images", "masks")
+STAMP = "heldout.json"
+ERROR_FILE = "tracking_error.json"
+CARRIED = ("eval", "meta.json")
+ERROR_KEYS = ("rot_err_deg", "face_vertex_err_mm", "cam_dist_err_pct")
+
+
+def default_tracked_dir(subject_dir: Path) -> Path:
+    """``<parent of the subjects' folder>/tracked``: shared by the demo, ``make eval`` and the tuning search."""
+    return Path(subject_dir).resolve().parent.parent / "tracked"
+
+
+def input_digest(subject_dir: Path, track_cfg: TrackConfig) -> str:
+    """sha256 of what the tracker sees (images/ and masks/ bytes, by relative path) and of its config."""
+    h = hashlib.sha256(f"tracked-format {TRACKED_FORMAT}\n{dump_config(track_cfg)}\n".encode())
+    for folder in INPUT_FOLDERS:
+        root = Path(subject_dir) / folder
+        for p in sorted(root.rglob("*")) if root.is_dir() else []:
+            if p.is_file():
+                h.update(f"{p.relative_to(subject_dir)}\n".encode())
+                h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def is_current(tracked: Path, digest: str) -> bool:
+    """A tracked folder that was made from the same inputs with the same config (and is complete)."""
+    try:
+        stamp = json.loads((tracked / STAMP).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return stamp.get("input_digest") == digest and (tracked / "params.json").is_file()
+
+
+def tracking_error(truth_dir: Path, tracked_dir: Path, head_mesh: str) -> dict | None:
+    """Per-photo and mean tracking error against the generator's truth; None when there is no truth."""
+    if not ((truth_dir / "cameras.json").is_file() and (truth_dir / "params.json").is_file()):
+        return None
+    from synshot.bench.track import compare
+    from synshot.head import HeadConfig, HeadModel
+
+    head = HeadModel(HeadConfig.tiny() if head_mesh == "tiny" else HeadConfig())
+    try:
+        rows = compare(truth_dir, tracked_dir, head)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a truth this module cannot read: no error table
+        log.warning("%s: no tracking error (cannot read the truth: %s)", truth_dir, exc)
+        return None
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in ERROR_KEYS}
+    worst = {k: float(np.max([r[k] for r in rows])) for k in ERROR_KEYS}
+    return {"photos": rows, "mean": mean, "max": worst}
+
+
+def track_heldout(subject_dir: str | Path, tracked_dir: str | Path, track_cfg: TrackConfig | None = None,
+                  reuse: bool = True) -> Path:
+    """Track a held-out subject from its input images + masks only -> ``tracked_dir/<name>`` (cached)."""
+    from synshot.track import track_subject
+
+    subject_dir, cfg = Path(subject_dir), track_cfg or TrackConfig()
+    out = Path(tracked_dir) / subject_dir.name
+    if out.resolve() == subject_dir.resolve():
+        raise UsageError(f"{out}: the tracked folder would replace the held-out subject; use another tracked_dir")
+    if not (subject_dir / "images").is_dir():
+        raise UsageError(f"{subject_dir / 'images'}: missing; a held-out subject needs images/ (and eval/)")
+    digest = input_digest(subject_dir, cfg)
+    if reuse and is_current(out, digest):
+        log.info("%s: tracked earlier (same images, masks and track config), reusing %s", subject_dir.name, out)
+        return out
+    log.info("%s: tracking from images/ and masks/ only -> %s", subject_dir.name, out)
+    with tempfile.TemporaryDirectory(prefix=f"heldout_{subject_dir.name}_") as tmp:
+        photos = Path(tmp) / subject_dir.name
+        photos.mkdir()
+        for folder in INPUT_FOLDERS:
+            if (subject_dir / folder).is_dir():
+                shutil.copytree(subject_dir / folder, photos / folder)
+        result = track_subject(photos, Path(tmp) / "tracked", cfg)
+        error = tracking_error(subject_dir, Path(tmp) / "tracked", cfg.head_mesh)  # after tracking: report only
+        with publish_dir(out, keep_previous=False, purpose="eval track") as stage:
+            shutil.copytree(Path(tmp) / "tracked", stage, dirs_exist_ok=True)
+            for name in CARRIED:
+                src = subject_dir / name
+                if src.is_dir():
+                    shutil.copytree(src, stage / name)
+                elif src.is_file():
+                    shutil.copy2(src, stage / name)
+            if error is not None:
+                (stage / ERROR_FILE).write_text(json.dumps(error, indent=1))
+            (stage / STAMP).write_text(json.dumps({
+                "input_digest": digest, "source": str(subject_dir), "seconds": round(result.seconds, 2),
+                "inputs": list(INPUT_FOLDERS), "carried": [n for n in CARRIED if (subject_dir / n).exists()]},
+                indent=1))
+    if error is not None:
+        m = error["mean"]
+        log.info("%s: tracked in %.0f s; rotation error %.1f deg, face vertex %.1f mm, camera distance %.1f %%",
+                 subject_dir.name, result.seconds, m["rot_err_deg"], m["face_vertex_err_mm"], m["cam_dist_err_pct"])
+    return out
+
+
+def read_tracking_error(tracked: Path) -> dict | None:
+    path = Path(tracked) / ERROR_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+CLI = Command("eval track", "Track held-out subjects from their input images only (cached) for the evaluation.",
+              config_cls=TrackConfig, default_config="configs/track/default.yaml",
+              out_help="folder of tracked subjects (default: tracked/ beside the subjects' folder)",
+              example="synshot eval track runs/demo/subjects/s3001 runs/demo/subjects/s3002 --out runs/demo/tracked")
+CLI.parser.add_argument("subjects", nargs="+", help="held-out subject folders (images/, masks/, eval/, meta.json)")
+CLI.parser.add_argument("--no-reuse", action="store_true", help="re-track even when a current tracked folder exists")
+CLI.parser.add_argument("--workers", type=int, default=None,
+                        help="subjects tracked at once in spawned processes (default: min(CPU cores, subjects))")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return CLI.main(argv, run)
+
+
+def _init_worker(threads: int, level: int) -> None:
+    import logging
+
+    import torch
+
+    from synshot.cli import setup_logging
+
+    torch.set_num_threads(threads)
+    setup_logging(quiet=level > logging.INFO)
+
+
+def _track_one(task: tuple) -> Path:
+    return track_heldout(*task)
+
+
+def run(args, cfg: TrackConfig) -> int:
+    import logging
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from synshot.eval.protocol import available_cpus
+
+    tasks = [(s, Path(args.out) if args.out else default_tracked_dir(Path(s)), cfg, not args.no_reuse)
+             for s in args.subjects]
+    todo = [t for t in tasks if not (t[3] and is_current(Path(t[1]) / Path(t[0]).name, input_digest(Path(t[0]), cfg)))]
+    cpus = available_cpus()
+    workers = max(1, min(args.workers or cpus, len(todo)))
+    if workers > 1:
+        level = logging.getLogger("synshot").getEffectiveLevel()
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(max(1, cpus // workers), level)) as pool:
+            list(pool.map(_track_one, todo))
+        tasks = [(*t[:3], True) for t in tasks]  # tracked just now
+    for task in tasks:  # the rest (or all, with one worker); current folders are only checked
+        log.info("%s -> %s", task[0], _track_one(task))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
