@@ -94,6 +94,7 @@ SUBCOMMANDS = {
     "invert": (["subjects/s1"], "seed", 4, "stage1.steps", 9),
     "drive": ([], "device", "cpu", "expr", "seq.json"),
     "view": (["avatar.safetensors"], "port", 8090, "expr", ["seq.json"]),
+    "eval track": (["subjects/s3001"], "image_side", 512, "seed", 3),
     "eval tune": ([], "trials", 3, "seed", 1),
     "eval": ([], "grid_frames", 2, "reuse", False),
     "bench": ([], "quick", True, "only", ["model"]),

@@ -168,20 +168,13 @@ def test_tracked_subject_is_reused_until_its_inputs_change(held_out, tracked):
 
 
 @slow
-def test_parallel_evaluation_matches_one_process(held_out, tracked, tmp_path):
+def test_parallel_evaluation_matches_one_process(held_out, tracked, prior_path, tmp_path):
     """workers=2 (spawned processes) and workers=1 give identical per-frame metrics; the oracle row runs
     on the held-out subject's own geometry, every other method on the tracked one."""
-    import torch
-
     from synshot.eval.config import EvalConfig
     from synshot.eval.protocol import Evaluator
-    from synshot.model import ModelConfig, SynShotPrior, save_exported
 
-    from tests.test_eval_e2e import TINY_PRIOR
-
-    mcfg = load_config(ModelConfig, None, TINY_PRIOR)
-    torch.manual_seed(0)
-    prior = save_exported(SynShotPrior(mcfg), mcfg, tmp_path / "prior.safetensors")
+    prior = prior_path
     runs = {}
     for workers in (1, 2):
         cfg = load_config(EvalConfig, "configs/eval/tiny.yaml", [
