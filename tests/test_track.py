@@ -230,3 +230,54 @@ def test_astronaut_photo_tracked_and_inverted_end_to_end(astronaut_dir, tmp_path
     saved = json.loads((tmp_path / "inv" / "metrics.json").read_text())
     assert saved["num_inputs"] == 1 and "inputs_id_distance" in saved
     assert metrics["inputs_id_distance_frames"] in (0, 1)
+
+
+@slow
+def test_failed_inversion_leaves_no_hidden_tracked_subject(astronaut_dir, tmp_path):
+    """The photos are tracked, then the inversion fails (its prior file is missing): the staged tracked
+    subject beside the outputs is removed, and nothing else appears."""
+    from synshot.cli import SynshotError
+    from synshot.invert.config import InvertConfig
+    from synshot.invert.run import run_inversion
+
+    cfg = load_config(InvertConfig, None, [
+        f"ckpt={tmp_path / 'missing.safetensors'}", "image_size=32", "head_mesh=tiny", "progress=false",
+        "tensorboard=false", *[f"track.{o}" for o in FAST]])
+    messages: list[str] = []
+    with pytest.raises(SynshotError, match="missing.safetensors"):
+        run_inversion(cfg, astronaut_dir, tmp_path / "inv", log=messages.append)
+    assert any("tracking them first" in m for m in messages)       # it did track before failing
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_identity_warning_compares_only_near_frontal_pairs():
+    """Descriptor distances above the threshold warn for two near-frontal photos, not when one photo is
+    turned (by its fitted pose, or by where its nose sits in its mask outline)."""
+    from synshot.track.api import CUE_LANDMARKS, _Item, _pairwise_identity, nose_offset_in_mask
+    from synshot.track.photos import Photo
+
+    lm = np.zeros((68, 2))
+    lm[36:48, 1], lm[48:68, 1], lm[30] = 40, 60, (50, 50)
+    centred = np.zeros((100, 100))
+    centred[:, 20:81] = 1
+    turned = np.zeros((100, 100))
+    turned[:, 40:101] = 1                                    # the outline extends behind the face
+    assert nose_offset_in_mask(lm, centred) < 0.05 and nose_offset_in_mask(lm, turned) > 0.3
+
+    def item(name, yaw_deg, mask, descriptor):
+        c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+        it = _Item(Photo(Path(name), np.zeros((4, 4, 3)), None, None, None), np.zeros((4, 4, 3)), 1.0,
+                   {"file": name, "cue": CUE_LANDMARKS}, landmarks=lm, descriptor=np.asarray(descriptor, float),
+                   mask=mask)
+        it.R = np.array([[c, 0, s], [0, -1, 0], [s, 0, -c]])   # head facing the camera, turned by yaw
+        return it
+
+    cfg = TrackConfig()
+    frontal = [item("a.png", 0, centred, [0, 0]), item("b.png", 10, None, [0.8, 0])]
+    warnings: list[str] = []
+    pairs = _pairwise_identity(frontal, cfg, warnings)
+    assert pairs[0]["compared"] and len(warnings) == 1 and "a.png" in warnings[0] and "b.png" in warnings[0]
+    for other in (item("c.png", 60, None, [0.8, 0]), item("d.png", 5, turned, [0.8, 0])):
+        warnings = []
+        pairs = _pairwise_identity([frontal[0], other], cfg, warnings)
+        assert not pairs[0]["compared"] and pairs[0]["distance"] == 0.8 and warnings == []

@@ -31,7 +31,7 @@ from synshot.runs import resolve_prior
 from synshot.seeding import seed_everything
 
 _log = get_logger("invert")
-from synshot.track.invert_input import keep_tracked_subject, track_if_needed
+from synshot.track.invert_input import discard_tracked_subject, keep_tracked_subject, track_if_needed
 
 OUTPUT_FILES = ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json", "inputs_vs_renders.png")
 
@@ -81,18 +81,22 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     subject_dir = track_if_needed(subject_dir, out_dir, cfg.track, log=log)
-    prior = resolve_prior(cfg.ckpt, cfg.run)
-    log(f"[invert] loading {describe_prior(prior)}")
-    model, _ = load_prior(prior, device)
-    subject, head = prepare_subject(cfg, subject_dir)
-    for w in subject.warnings:
-        warnings.warn(w, stacklevel=2)
-    # every output is written into a staging folder and published as one set: a failed or diverged
-    # run leaves the previous outputs untouched, a re-run never leaves stale files beside new ones,
-    # and two inversions into one folder are refused (lock)
-    with fsio.publish_dir(out_dir, purpose="invert") as out:
-        metrics = _invert_into(cfg, subject, head, model, prior, device, out, start, log)
-        keep_tracked_subject(subject_dir, out_dir, out)
+    try:
+        prior = resolve_prior(cfg.ckpt, cfg.run)
+        log(f"[invert] loading {describe_prior(prior)}")
+        model, _ = load_prior(prior, device)
+        subject, head = prepare_subject(cfg, subject_dir)
+        for w in subject.warnings:
+            warnings.warn(w, stacklevel=2)
+        # every output is written into a staging folder and published as one set: a failed or diverged
+        # run leaves the previous outputs untouched, a re-run never leaves stale files beside new ones,
+        # and two inversions into one folder are refused (lock)
+        with fsio.publish_dir(out_dir, purpose="invert") as out:
+            metrics = _invert_into(cfg, subject, head, model, prior, device, out, start, log)
+            keep_tracked_subject(subject_dir, out_dir, out)
+    except BaseException:
+        discard_tracked_subject(subject_dir, out_dir)   # a failed run leaves no hidden tracked subject
+        raise
     log(f"done in {metrics['wall_s']:.1f} s: loss {metrics['loss_first']:.4f} -> {metrics['loss_final']:.4f}"
         + (f", eval PSNR (full frame) {metrics['eval_psnr_full']:.2f} dB" if "eval_psnr_full" in metrics else "")
         + f"; outputs in {out_dir}")

@@ -50,6 +50,13 @@ class MaskConfig(ConfigBase):
     work_side: int = Field(320, ge=64)
 
 
+class IdentityCheckConfig(ConfigBase):
+    """Which photo pairs the different-people warning compares (both near-frontal)."""
+
+    max_angle_deg: float = Field(30.0, gt=0)      # fitted head-to-camera angle
+    max_nose_offset: float = Field(0.2, gt=0)     # nose tip off the centre of the mask's outline (0..0.5)
+
+
 class TrackConfig(ConfigBase):
     """Face tracker: dlib detection + landmarks, joint fit of the head model, silhouette cue, masks."""
 
@@ -58,6 +65,7 @@ class TrackConfig(ConfigBase):
     seed: int = 0
     torch_threads: int = Field(1, ge=1)       # the fit's tensors are small: more threads only add overhead
     same_person_distance: float = Field(0.6, gt=0)
+    identity_check: IdentityCheckConfig = IdentityCheckConfig()
     detect: DetectConfig = DetectConfig()
     fit: FitConfig = FitConfig()
     silhouette: SilhouetteConfig = SilhouetteConfig()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -29,10 +30,15 @@ def track_if_needed(subject_dir: str | Path, out_dir: str | Path, cfg: TrackConf
     from synshot.track.api import track_subject
 
     out_dir = Path(out_dir)
-    target = out_dir.parent / f".{out_dir.name}.{TRACKED_SUBJECT}"   # moved into the outputs when they are published
+    target = staged_tracked_subject(out_dir)   # moved into the outputs when they are published
+    discard_tracked_subject(target, out_dir)   # one left by a killed run
     log(f"[invert] {subject_dir} holds photos but no cameras.json: tracking them first (synshot track) -> "
         f"{out_dir / TRACKED_SUBJECT}")
-    result = track_subject(subject_dir, target, cfg)
+    try:
+        result = track_subject(subject_dir, target, cfg)
+    except BaseException:
+        discard_tracked_subject(target, out_dir)
+        raise
     for fr in result.frames:
         log(f"[invert]   {fr['file']}: {fr['cue']}" + (f", landmark RMSE {fr['landmark_rmse_px']:.2f} px"
                                                        if fr["cue"] == "landmarks" else
@@ -40,11 +46,28 @@ def track_if_needed(subject_dir: str | Path, out_dir: str | Path, cfg: TrackConf
     return target
 
 
+def staged_tracked_subject(out_dir: str | Path) -> Path:
+    """Where :func:`track_if_needed` writes the tracked subject until the inversion's outputs are published."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.{TRACKED_SUBJECT}"
+
+
 def keep_tracked_subject(subject_dir: str | Path, out_dir: str | Path, staging: Path) -> None:
     """Move a subject tracked by :func:`track_if_needed` into the outputs being published (``staging``)."""
-    out_dir = Path(out_dir)
-    tracked = out_dir.parent / f".{out_dir.name}.{TRACKED_SUBJECT}"
+    tracked = staged_tracked_subject(out_dir)
     if Path(subject_dir) == tracked and tracked.is_dir():
-        import shutil
-
         shutil.move(str(tracked), str(Path(staging) / TRACKED_SUBJECT))
+    discard_tracked_subject(subject_dir, out_dir)
+
+
+def discard_tracked_subject(subject_dir: str | Path, out_dir: str | Path) -> None:
+    """Remove the hidden tracked subject (and its publish lock / ``.previous``) that :func:`track_if_needed`
+    staged beside ``out_dir``: called when the inversion fails, so a failed run leaves nothing hidden
+    behind. A ``subject_dir`` that is not that staged folder (a user's subject) is never touched."""
+    tracked = staged_tracked_subject(out_dir)
+    if Path(subject_dir) != tracked:
+        return
+    for p in (tracked, tracked.parent / f"{tracked.name}.previous"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+    (tracked.parent / f".{tracked.name}.lock").unlink(missing_ok=True)
