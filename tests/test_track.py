@@ -281,3 +281,17 @@ def test_identity_warning_compares_only_near_frontal_pairs():
         warnings = []
         pairs = _pairwise_identity([frontal[0], other], cfg, warnings)
         assert not pairs[0]["compared"] and pairs[0]["distance"] == 0.8 and warnings == []
+
+
+def test_silhouette_fit_is_kept_off_poses_that_show_the_back_of_the_head():
+    import math
+
+    import torch
+
+    from synshot.track.geometry import axis_angle_to_matrix
+    from synshot.track.silhouette import facing_penalty
+
+    facing = axis_angle_to_matrix(torch.tensor([math.pi, 0.0, 0.0]))
+    pen = [float(facing_penalty(facing @ axis_angle_to_matrix(torch.tensor([0.0, math.radians(y), 0.0])), 95.0))
+           for y in (0, 65, -90, 120, 180)]
+    assert pen[:3] == [0.0, 0.0, 0.0] and 0 < pen[3] < pen[4]

@@ -12,6 +12,7 @@ face vertices (face-region skin of the fitted vs true identity + expression, hea
 after a similarity (Umeyama) alignment, which removes the scale/depth ambiguity of a monocular fit.
 
 Figures (means over photos, with the 90th percentile): ``track_rot_err_deg_{landmarks,silhouette}``,
+``track_{rot_err_deg,face_vertex_err_mm,cam_dist_err_pct}_{frontal,expressive,profile}`` (means),
 ``track_face_vertex_err_mm``, ``track_cam_dist_err_pct``, ``track_landmark_rmse_px``,
 ``track_s_per_photo``, ``track_detected_fraction``.
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 VALIDATION_SEEDS = tuple(range(2001, 2011))
+INPUT_KINDS = {"frontal": "000.png", "expressive": "001.png", "profile": "002.png"}   # data_tools.subject inputs
 
 
 def _pose(cam: dict, par: dict) -> np.ndarray:
@@ -79,7 +81,12 @@ def _stat(values: list[float]) -> tuple[float, float]:
 
 
 def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | None = None,
-        keep: str | Path | None = None) -> dict[str, float | int]:
+        keep: str | Path | None = None, rendered: str | Path | None = None, overrides: list[str] | None = None
+        ) -> dict[str, float | int]:
+    """Track each validation subject from its images + masks and compare with its truth. ``rendered``:
+    a folder of subjects already made by ``data_tools.subject`` (``s<seed>/``, tiny head), reused
+    instead of rendering them again; ``keep``: copy each tracked folder there; ``overrides``: tracker
+    config ``key=value`` strings (tuning on validation subjects only)."""
     from data_tools.subject import make_subject
     from synshot.head import HeadConfig, HeadModel
     from synshot.track import TrackConfig, track_subject
@@ -87,13 +94,17 @@ def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | Non
     seeds = list(seeds or (VALIDATION_SEEDS[:1] if quick else VALIDATION_SEEDS))
     size = size or (128 if quick else 256)
     spp = spp or (4 if quick else 16)
-    cfg = TrackConfig()
+    from synshot.config import load_config
+
+    cfg = load_config(TrackConfig, None, list(overrides or []))
     head = HeadModel(HeadConfig.tiny())
-    rows, seconds, n_photos = [], 0.0, 0
+    rows, seconds, n_photos, false_warnings = [], 0.0, 0, 0
     with tempfile.TemporaryDirectory(prefix="bench_track_") as tmp:
         tmp = Path(tmp)
         for seed in seeds:
-            truth = make_subject(seed, tmp / f"s{seed}", size=size, spp=spp, eval_views=0, tiny_head=True)
+            truth = Path(rendered) / f"s{seed}" if rendered else None
+            if truth is None or not (truth / "params.json").is_file():
+                truth = make_subject(seed, tmp / f"s{seed}", size=size, spp=spp, eval_views=0, tiny_head=True)
             photos = tmp / f"photos{seed}"
             photos.mkdir()
             shutil.copytree(truth / "images", photos / "images")
@@ -102,6 +113,8 @@ def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | Non
             track_subject(photos, tmp / f"t{seed}", cfg)
             seconds += time.perf_counter() - start
             n_photos += 3
+            report = json.loads((tmp / f"t{seed}" / "tracking.json").read_text())
+            false_warnings += sum("different people" in w for w in report["warnings"])   # one person each
             sub = compare(truth, tmp / f"t{seed}", head)
             for r in sub:
                 r["seed"] = seed
@@ -117,7 +130,8 @@ def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | Non
     sil = [r for r in rows if r["cue"] == "silhouette"]
     out: dict[str, float | int] = {"track_subjects": len(seeds), "track_image_size": size,
                                    "track_detected_fraction": len(lm) / max(1, len(rows)),
-                                   "track_s_per_photo": seconds / max(1, n_photos)}
+                                   "track_s_per_photo": seconds / max(1, n_photos),
+                                   "track_false_different_people_warnings": false_warnings}
     for key, subset, field in (("rot_err_deg_landmarks", lm, "rot_err_deg"), ("rot_err_deg_silhouette", sil, "rot_err_deg"),
                                ("face_vertex_err_mm", rows, "face_vertex_err_mm"),
                                ("face_vertex_err_mm_landmarks", lm, "face_vertex_err_mm"),
@@ -126,10 +140,22 @@ def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | Non
         mean, p90 = _stat([r[field] for r in subset])
         out[f"track_{key}"] = mean
         out[f"track_{key}_p90"] = p90
+    for kind, file in INPUT_KINDS.items():     # the generator's three inputs, whichever cue fitted them
+        sub = [r for r in rows if r["file"] == file]
+        for field in ("rot_err_deg", "face_vertex_err_mm", "cam_dist_err_pct"):
+            out[f"track_{field}_{kind}"] = _stat([r[field] for r in sub])[0]
     return out
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=1))
+    ap = argparse.ArgumentParser(description="tracking accuracy on validation subjects (docs/tracking.md)")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", type=int, nargs="*", help="validation seeds (default 2001-2010)")
+    ap.add_argument("--size", type=int)
+    ap.add_argument("--rendered", help="folder of already rendered subjects s<seed>/ to reuse")
+    ap.add_argument("--keep", help="copy each tracked subject folder here")
+    ap.add_argument("overrides", nargs="*", help="tracker config key=value")
+    a = ap.parse_args()
+    print(json.dumps(run(a.quick, a.seeds, a.size, keep=a.keep, rendered=a.rendered, overrides=a.overrides), indent=1))

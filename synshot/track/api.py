@@ -149,6 +149,42 @@ def nose_offset_in_mask(landmarks: np.ndarray, mask: np.ndarray) -> float | None
     return None if not pos else float(abs(np.median(pos) - 0.5))
 
 
+def skin_colour(detected: list[_Item]) -> np.ndarray | None:
+    """Median RGB of the cheeks-and-nose box (between the eyes and the mouth) of the detected photos."""
+    px = []
+    for it in detected:
+        lm = it.landmarks
+        x0, x1 = sorted((int(lm[39, 0]), int(lm[42, 0])))
+        y0, y1 = int(lm[29, 1]), int(lm[33, 1])
+        patch = it.rgb[max(y0, 0):max(y1, 0) + 1, max(x0, 0):max(x1, 0) + 1].reshape(-1, 3)
+        px.append(patch)
+    px = np.concatenate(px) if px else np.zeros((0, 3))
+    return np.median(px, 0) if len(px) >= 4 else None
+
+
+def face_side(rgb: np.ndarray, mask: np.ndarray, skin: np.ndarray | None, max_dist: float = 0.12,
+              min_shift: float = 0.05) -> int:
+    """+1 when the face is on the image's right of the head outline, -1 on its left, 0 when unclear.
+
+    Why: the outline of a head in left and right profile is nearly the same mirrored blob (with
+    voluminous hair even more so), and the silhouette fit picked the wrong side (~130 degrees off)
+    on two of five validation profiles. The visible skin is on the face's side: the horizontal
+    centroid of the mask's skin-coloured pixels (colour of the detected photos' cheeks) relative to
+    the mask's centroid, in units of the mask's width, decides when it is at least ``min_shift``.
+    """
+    if skin is None:
+        return 0
+    inside = mask > 0.5
+    ys, xs = np.nonzero(inside)
+    if len(xs) < 10:
+        return 0
+    near = np.linalg.norm(rgb[ys, xs] - skin, axis=1) < max_dist
+    if near.sum() < 10:
+        return 0
+    shift = (xs[near].mean() - xs.mean()) / max(xs.max() - xs.min(), 1)
+    return 0 if abs(shift) < min_shift else int(np.sign(shift))
+
+
 def _near_frontal(it: _Item, cfg: TrackConfig) -> bool:
     """Whether this photo's descriptor can be compared with another's (both near-frontal)."""
     angle = facing_angle_deg(it.R)
@@ -211,6 +247,29 @@ def _fit_landmark_photos(head: HeadModel, detected: list[_Item], items: list[_It
                                 f"{100 * rel:.1f}% of the face size, limit fit.max_rmse={cfg.fit.max_rmse:g}); "
                                 f"check the photo (one unoccluded face) or raise fit.max_rmse / fit steps")
     return fit
+
+
+def _reject_turned_heads_fitted_as_frontal(detected: list[_Item], cfg: TrackConfig, warnings: list[str]) -> None:
+    """A masked photo whose landmark pose is near-frontal while its mask shows a turned head goes to
+    the silhouette cue (its landmarks then leave the identity fit).
+
+    Why: on a ~65 degree profile dlib still returns 68 points laid out like a frontal face, and the
+    fit explains them with a near-frontal pose at ~1 px RMSE (43-60 degrees wrong on the validation
+    profiles). Where the nose tip sits in the head's outline (:func:`nose_offset_in_mask`) tells a
+    profile from a frontal photo without trusting those points."""
+    for it in detected:
+        if it.mask is None or len(detected) < 2:
+            continue
+        offset = nose_offset_in_mask(it.landmarks, it.mask)
+        angle = facing_angle_deg(it.R)
+        if offset is not None and offset > cfg.identity_check.max_nose_offset and angle <= cfg.identity_check.max_angle_deg:
+            msg = (f"{it.photo.path}: the landmarks say the head faces the camera ({angle:.0f} degrees) but the mask "
+                   f"shows a turned head (nose {offset:.2f} off the outline's centre); fitting this photo by its "
+                   f"silhouette (dlib landmarks are unreliable on strong profiles)")
+            warnings.append(msg)
+            log.warning(msg)
+            it.record["cue"] = CUE_SILHOUETTE
+            detected = [d for d in detected if d is not it]
 
 
 def _reject_poses_the_silhouette_contradicts(detected: list[_Item], mesh: HairLinearMesh, cfg: TrackConfig,
@@ -305,8 +364,10 @@ def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: 
     mesh = None
     if any(it.mask is not None for it in items):
         mesh = HairLinearMesh(head, identity, cfg.silhouette.points, cfg.seed)
-    if cfg.silhouette.check_landmark_poses and mesh is not None and len(detected) > 1:
-        _reject_poses_the_silhouette_contradicts(detected, mesh, cfg, warnings)
+    if mesh is not None and len(detected) > 1:
+        _reject_turned_heads_fitted_as_frontal(detected, cfg, warnings)
+        if cfg.silhouette.check_landmark_poses:
+            _reject_poses_the_silhouette_contradicts(detected, mesh, cfg, warnings)
         kept = [it for it in detected if it.record["cue"] == CUE_LANDMARKS]
         if kept and len(kept) < len(detected):   # the identity without the contradicted photos' landmarks
             fit = _fit_landmark_photos(head, kept, items, guesses, shared, cfg)
@@ -321,7 +382,16 @@ def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: 
         for it in undetected:
             k = items.index(it)
             it.focal = shared_focal if shared_focal else guesses[k]
-            sil = fit_silhouette(mesh, it.mask, it.focal, depth, cfg.silhouette)
+            side = face_side(it.rgb, it.mask, skin_colour(detected))
+            it.record["face_side"] = side
+            sil = fit_silhouette(mesh, it.mask, it.focal, depth, cfg.silhouette, yaw_sign=side)
+            if sil.iou < cfg.silhouette.min_iou and it.R is not None:   # it has a landmark pose: keep that one
+                msg = (f"{it.photo.path}: the silhouette fit did not converge either (IoU {sil.iou:.2f}); keeping "
+                       f"its landmark pose, which may be wrong")
+                warnings.append(msg)
+                log.warning(msg)
+                it.record.update({"cue": CUE_LANDMARKS, "silhouette_iou": round(sil.iou, 4)})
+                continue
             if sil.iou < cfg.silhouette.min_iou:
                 raise TrackingError(f"{it.photo.path}: the silhouette fit did not converge (IoU {sil.iou:.2f} < "
                                     f"silhouette.min_iou={cfg.silhouette.min_iou:g}); check "

@@ -24,7 +24,7 @@ class FitConfig(ConfigBase):
     patience: int = Field(15, ge=1)           # ... over this many steps
     robust_sigma: float = Field(0.04, gt=0)   # Geman-McClure scale, in units of the face size
     jaw_weight: float = Field(0.5, ge=0)      # jaw (contour) points are noisier than inner points
-    shape_prior: float = Field(2e-3, ge=0)    # x mean squared shape/feature coefficient (~N(0,1) prior)
+    shape_prior: float = Field(2e-2, ge=0)      # x mean squared shape/feature coefficient (~N(0,1) prior)
     expression_prior: float = Field(2e-3, ge=0)
     focal_prior: float = Field(1e-2, ge=0)    # x squared log-ratio to the focal guess
     focal: Literal["shared", "per_photo", "auto"] = "auto"   # auto: shared when EXIF says one camera
@@ -39,6 +39,7 @@ class SilhouetteConfig(ConfigBase):
     resolution: int = Field(64, ge=16)        # long side of the soft-silhouette raster
     points: int = Field(2500, ge=100)         # mesh vertices splatted
     yaw_inits_deg: list[float] = [-90.0, -65.0, -40.0, 40.0, 65.0, 90.0]
+    max_facing_deg: float = Field(95.0, gt=0, le=180)   # a photo shows the face: poses turned further are penalised
     min_iou: float = Field(0.5, ge=0, le=1)   # below: the silhouette fit failed (error naming the photo)
     check_landmark_poses: bool = False        # masked photos: drop a landmark pose the mask contradicts (experimental)
     reject_ratio: float = Field(0.6, gt=0, le=1)       # ... when a free silhouette fit is this much better

@@ -75,6 +75,17 @@ def soft_silhouette(px: torch.Tensor, height: int, width: int, sigma: float) -> 
     return 1 - torch.exp(-density)
 
 
+def facing_penalty(R: torch.Tensor, max_deg: float) -> torch.Tensor:
+    """Zero while the head faces the camera within ``max_deg``, then quadratic in the cosine.
+
+    Why: a head's outline barely changes between a profile and the same head turned further away
+    (with voluminous hair it is a round blob either way), and the silhouette loss alone has picked
+    poses 120 degrees off, showing the back of the head. A photo given to the tracker shows the
+    person's face, at most in profile."""
+    cos_facing = -R[2, 2]                          # head forward axis towards the camera
+    return 0.1 * torch.relu(math.cos(math.radians(max_deg)) - cos_facing) ** 2
+
+
 def _downsample_mask(mask: np.ndarray, res: int) -> tuple[torch.Tensor, float]:
     h, w = mask.shape
     s = res / max(h, w)
@@ -86,11 +97,13 @@ def _downsample_mask(mask: np.ndarray, res: int) -> tuple[torch.Tensor, float]:
 
 def fit_silhouette(mesh: HairLinearMesh, mask: np.ndarray, focal: float, depth_guess: float,
                    cfg: SilhouetteConfig, hair: tuple[float, float] = (0.5, 0.3),
-                   init: tuple[np.ndarray, np.ndarray] | None = None, only_init: bool = False) -> SilhouetteFit:
+                   init: tuple[np.ndarray, np.ndarray] | None = None, only_init: bool = False,
+                   yaw_sign: int = 0) -> SilhouetteFit:
     """Fit head-to-camera pose (+ hair) of one photo to its (H, W) mask in [0, 1] (original pixels).
 
     Starts from several yaws (``cfg.yaw_inits_deg``) and, if given, from ``init`` (R, t); with
-    ``only_init`` just from ``init`` (a local refinement)."""
+    ``only_init`` just from ``init`` (a local refinement). ``yaw_sign`` (+1: nose towards the image's
+    right, -1: left) keeps only the yaw starts on that side."""
     target, s = _downsample_mask(mask, cfg.resolution)
     h, w = target.shape
     H, W = mask.shape
@@ -130,13 +143,14 @@ def fit_silhouette(mesh: HairLinearMesh, mask: np.ndarray, focal: float, depth_g
             R = axis_angle_to_matrix(rvec) @ R0
             px = project(mesh(hv.clamp(0, 1), hl.clamp(0, 1)), R, tvec, f, c)
             occ = soft_silhouette(px, h, w, sigma)
-            loss = ((occ - target) ** 2).mean()
+            loss = ((occ - target) ** 2).mean() + facing_penalty(R, cfg.max_facing_deg)
             loss.backward()
             opt.step()
-        return float(loss), (R0, rvec, tvec, hv, hl)
+        return float(loss.detach()), (R0, rvec, tvec, hv, hl)
 
     short = max(1, cfg.steps // 3)
-    starts = ([] if only_init else list(cfg.yaw_inits_deg)) + ([None] if init is not None else [])
+    yaws = [y for y in cfg.yaw_inits_deg if yaw_sign == 0 or y * yaw_sign > 0] or list(cfg.yaw_inits_deg)
+    starts = ([] if only_init else yaws) + ([None] if init is not None else [])
     trials = [run(y, short) for y in starts]
     best = min(range(len(trials)), key=lambda k: trials[k][0])
     loss, state = run(0.0, cfg.steps, trials[best][1])
