@@ -136,23 +136,29 @@ def _bytes(folder: Path, names: list[str]) -> dict[str, bytes]:
 
 @slow
 def test_tracker_never_reads_the_held_out_geometry(held_out, tracked, tmp_path):
-    """Corrupting the held-out cameras.json/params.json changes nothing the evaluation uses."""
-    from synshot.eval.tracked import STAMP, track_heldout
+    """Changing the held-out cameras.json/params.json changes nothing the tracker fits: they are read only after
+    tracking, to align the eval frames (synshot.eval.align), and never reach the tracked inputs."""
+    from synshot.eval.tracked import ALIGNMENT_FILE, STAMP, track_heldout
 
-    corrupt = tmp_path / "subjects" / held_out.name
-    shutil.copytree(held_out, corrupt)
-    (corrupt / "cameras.json").write_text("not json")
-    (corrupt / "params.json").write_text("not json")
-    again = track_heldout(corrupt, tmp_path / "tracked", _track_cfg())
+    moved = tmp_path / "subjects" / held_out.name
+    shutil.copytree(held_out, moved)
+    cams = json.loads((moved / "cameras.json").read_text())
+    for f in cams["frames"]:  # every recorded camera 5 cm farther back: a different but valid truth
+        f["w2c"][2][3] += 0.05
+    (moved / "cameras.json").write_text(json.dumps(cams))
+    again = track_heldout(moved, tmp_path / "tracked", _track_cfg())
     names = ["cameras.json", "params.json"] + [f"{d}/{p.name}" for d in ("images", "masks")
                                                for p in sorted((tracked / d).iterdir())]
     assert _bytes(again, names) == _bytes(tracked, names)
-    # eval frames and the split's seed are carried over unchanged; the truth only feeds the error table
-    for name in ["meta.json"] + [str(p.relative_to(held_out)) for p in (held_out / "eval").rglob("*") if p.is_file()]:
+    # eval images, masks and the split's seed are carried over unchanged; eval cameras are re-expressed
+    for name in ["meta.json"] + [str(p.relative_to(held_out)) for d in ("images", "masks")
+                                 for p in (held_out / "eval" / d).rglob("*") if p.is_file()]:
         assert (tracked / name).read_bytes() == (held_out / name).read_bytes()
+    a1, a2 = (json.loads((d / ALIGNMENT_FILE).read_text()) for d in (tracked, again))
+    assert a1["scale"] != pytest.approx(a2["scale"])  # the recorded input cameras set the alignment
+    assert (tracked / "eval" / "cameras.json").read_bytes() != (again / "eval" / "cameras.json").read_bytes()
     err = json.loads((tracked / "tracking_error.json").read_text())
     assert len(err["photos"]) == 3 and np.isfinite(err["mean"]["rot_err_deg"])
-    assert not (again / "tracking_error.json").exists()  # no readable truth: no error, same tracking
     assert json.loads((again / STAMP).read_text())["input_digest"] == json.loads((tracked / STAMP).read_text())[
         "input_digest"]
 

@@ -8,13 +8,15 @@ folder, so the held-out subject's ``cameras.json`` and ``params.json`` are never
 subject folder (images, masks, cameras.json, params.json, tracking.json, tracking.png); the held-out
 ``eval/`` frames and ``meta.json`` (the split's seed) are then carried over unchanged.
 
-Alignment rule (no eval image is used): the eval frames keep their recorded camera, head pose and
-expression as the driving signal. The tracked identity lives in the head model's canonical head
-frame, which is also the frame of the recorded head poses, so the recorded head-to-camera transform
-``w2c @ head_pose`` of an eval frame applies to the tracked avatar directly (synshot.invert.subject
-renders eval frames with the top-level params.json identity and the eval frame's own expression, pose
-and camera). What tracking gets wrong (shape, scale/depth of a monocular fit) therefore shows up in
-the eval metrics, as it would for a user's photos.
+Alignment rule (no eval image is used; synshot.eval.align): the eval frames keep their recorded
+camera, head pose and expression as the driving signal. A monocular fit recovers the head only up to
+a similarity (scale/depth, a global rotation), so the tracked head frame is mapped onto the recorded
+one by the similarity that best maps the tracked head-to-camera transforms of the 3 INPUT photos onto
+their recorded ones (medoid rotation, least-squares scale and translation of the camera centres);
+the carried-over ``eval/cameras.json``/``eval/params.json`` are re-expressed in the tracked head
+frame (``alignment.json`` records the similarity). The recorded input cameras are read only for this,
+after tracking (the tracker never sees them). What tracking gets wrong beyond a similarity (shape,
+per-photo pose and expression) shows up in the eval metrics, as it would for a user's photos.
 
 Cache: ``heldout.json`` in the tracked folder holds a digest of the input images + masks bytes and
 of the track config; a folder whose digest matches is reused (tuning trials and re-runs do not
@@ -40,10 +42,11 @@ from synshot.track.config import TrackConfig
 
 log = get_logger("synshot.eval.tracked")
 
-TRACKED_FORMAT = 1  # bump when what this module writes changes (invalidates every cached tracked subject)
+TRACKED_FORMAT = 3  # bump when what this module writes changes (invalidates every cached tracked subject)
 INPUT_FOLDERS = ("images", "masks")
 STAMP = "heldout.json"
 ERROR_FILE = "tracking_error.json"
+ALIGNMENT_FILE = "alignment.json"
 CARRIED = ("eval", "meta.json")
 ERROR_KEYS = ("rot_err_deg", "face_vertex_err_mm", "cam_dist_err_pct")
 
@@ -92,6 +95,43 @@ def tracking_error(truth_dir: Path, tracked_dir: Path, head_mesh: str) -> dict |
     return {"photos": rows, "mean": mean, "max": worst}
 
 
+def tracked_head_points(params: dict, count: int = 400) -> dict[str, np.ndarray]:
+    """Head-frame vertices of the tracked identity in each photo's tracked expression (a fixed subsample)."""
+    import torch
+
+    from synshot.head import HeadConfig, HeadModel, IdentityParams
+
+    head = HeadModel(HeadConfig.tiny())
+    identity = IdentityParams.from_dict(params["identity"])
+    out = {}
+    for frame in params["frames"]:
+        with torch.no_grad():
+            v = head.vertices(identity, torch.tensor(frame["expression"], dtype=torch.float32)).double().numpy()
+        out[frame["file"]] = v[np.linspace(0, len(v) - 1, min(count, len(v))).astype(int)]
+    return out
+
+
+def align_eval_to_tracking(subject_dir: Path, tracked: Path) -> dict | None:
+    """Re-express ``tracked/eval``'s cameras in the tracked head frame (module docstring); None without eval/."""
+    from synshot.eval.align import align_eval_frames, alignment_from_subjects
+
+    if not (tracked / "eval" / "cameras.json").is_file():
+        return None
+    try:
+        recorded = [json.loads((subject_dir / n).read_text()) for n in ("cameras.json", "params.json")]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{subject_dir}: the recorded input cameras (cameras.json, params.json) are needed to align "
+                         f"the tracked head frame with the eval frames ({exc}); re-render the subject with "
+                         f"`synshot data subject`") from None
+    tracked_json = [json.loads((tracked / n).read_text()) for n in ("cameras.json", "params.json")]
+    alignment = alignment_from_subjects(*recorded, *tracked_json, points=tracked_head_points(tracked_json[1]))
+    eval_json = [json.loads((tracked / "eval" / n).read_text()) for n in ("cameras.json", "params.json")]
+    cams, pars = align_eval_frames(*eval_json, alignment)
+    (tracked / "eval" / "cameras.json").write_text(json.dumps(cams, indent=1))
+    (tracked / "eval" / "params.json").write_text(json.dumps(pars, indent=1))
+    return alignment.to_dict()
+
+
 def track_heldout(subject_dir: str | Path, tracked_dir: str | Path, track_cfg: TrackConfig | None = None,
                   reuse: bool = True) -> Path:
     """Track a held-out subject from its input images + masks only -> ``tracked_dir/<name>`` (cached)."""
@@ -124,6 +164,9 @@ def track_heldout(subject_dir: str | Path, tracked_dir: str | Path, track_cfg: T
                     shutil.copytree(src, stage / name)
                 elif src.is_file():
                     shutil.copy2(src, stage / name)
+            alignment = align_eval_to_tracking(subject_dir, stage)
+            if alignment is not None:
+                (stage / ALIGNMENT_FILE).write_text(json.dumps(alignment, indent=1))
             if error is not None:
                 (stage / ERROR_FILE).write_text(json.dumps(error, indent=1))
             (stage / STAMP).write_text(json.dumps({
