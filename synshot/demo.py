@@ -211,7 +211,7 @@ def write_summary(cfg: DemoConfig, stages: list[Stage], seconds: dict[str, float
         shown = ", ".join(str(p.relative_to(out)) if p.is_relative_to(out) else str(p) for p in st.outputs)
         lines.append(f"| {st.name} | {seconds.get(st.name, 0):.0f} | {shown} |")
     lines += ["", f"TensorBoard: `make tensorboard RUN={out / 'train'}`", "",
-              f"Inverted test subject `{avatar_dir.name}`: eval PSNR (full frame) "
+              f"Inverted test subject `{avatar_dir.name}` (tracked from its 3 input images): eval PSNR (full frame) "
               f"{invert.get('eval_psnr_full', float('nan')):.2f} dB, head "
               f"{invert.get('eval_psnr_head', float('nan')):.2f}"
               f" dB; avatar, .ply, turntable and driven video in `{avatar_dir}`.", "",

@@ -27,8 +27,8 @@ def demo_overrides(out: Path) -> list[str]:
         "logging.every_n_steps=1,logging.image_every_n_steps=2,logging.val_every_n_steps=4,logging.val_samples=1]",
         "nproc=2",
         "subject_seeds=[3001,3002]",
-        # 96 px: the smallest size at which the face detector finds these synthetic faces
-        "subject_args=[--size,96,--spp,2,--eval-views,2,--eval-expressions,1,--tiny-head]",
+        # 128 px (the demo's size): smaller renders of s3002 have no face the detector finds
+        "subject_args=[--size,128,--spp,2,--eval-views,2,--eval-expressions,1,--tiny-head]",
         "track_overrides=[fit.pose_steps=30,fit.shape_steps=40,fit.expression_steps=40,silhouette.steps=30]",
         "invert_overrides=[stage1.steps=2,stage2.steps=2,image_size=48,head_mesh=tiny,output.turntable_frames=4]",
         "eval_overrides=[bootstrap_replicates=100]",

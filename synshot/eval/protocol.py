@@ -24,10 +24,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import logging
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +38,7 @@ from synshot.cli import get_logger
 from synshot.config import dump_config, load_config
 from synshot.eval.config import EvalConfig
 from synshot.eval.metrics import frame_metrics, mean_over_frames
+from synshot.eval.pool import pool_map, pool_size
 from synshot.eval.noprior import composite_target, fit_no_prior, render_frames, resolve_budget
 from synshot.eval.splits import check_subjects
 from synshot.images import batch_to_uint8
@@ -102,13 +100,6 @@ def subject_digest(folder: Path) -> str:
         h.update(f"{p.relative_to(folder)}\n".encode())
         h.update(hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 @lru_cache(maxsize=16)
@@ -312,15 +303,11 @@ class Evaluator:
 
     def workers(self, n_jobs: int) -> tuple[int, int]:
         """(processes, torch threads per process)."""
-        cpus = available_cpus()
-        workers = max(1, min(self.cfg.workers or cpus, n_jobs))
-        return workers, self.cfg.threads_per_worker or max(1, cpus // workers)
+        return pool_size(self.cfg.workers, n_jobs, self.cfg.threads_per_worker)
 
     def track(self, subjects: list[Path]) -> dict[str, Path]:
         """Tracked folder of each subject (tracked in parallel; cached ones are reused)."""
-        from synshot.eval.tracked import read_tracking_error
-
-        from synshot.eval.tracked import input_digest, is_current
+        from synshot.eval.tracked import input_digest, is_current, read_tracking_error
 
         track_cfg = load_config(TrackConfig, self.cfg.track_config, self.cfg.track_overrides)
         tasks = [(s, self.tracked_dir(s), track_cfg) for s in subjects]
@@ -335,30 +322,22 @@ class Evaluator:
 
     def _map(self, fn: Callable, tasks: list, workers: int, threads: int,
              on_result: Callable[[Any], None] = lambda _: None) -> list:
-        """``fn`` over ``tasks`` in a pool of spawned processes (results in task order); in this process
-        when workers == 1. ``on_result`` sees each result as it is collected."""
-        out = []
-        if workers <= 1:
-            before = torch.get_num_threads()
-            if self.cfg.threads_per_worker:
-                torch.set_num_threads(threads)
-            try:
-                _init_worker(self.cfg, threads=None, level=None, evaluator=self)
-                for t in tasks:
-                    out.append(fn(t))
-                    on_result(out[-1])
-                return out
-            finally:
-                torch.set_num_threads(before)
-        import multiprocessing
-
-        level = logging.getLogger("synshot").getEffectiveLevel()
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(self.cfg, threads, level)) as pool:
-            for r in pool.map(fn, tasks):
-                out.append(r)
-                on_result(r)
-        return out
+        """``fn`` over ``tasks`` (synshot.eval.pool; one Evaluator per worker); in this process when
+        workers == 1, with ``threads_per_worker`` torch threads when it is set."""
+        if workers > 1:
+            return pool_map(fn, tasks, workers, threads, _init_worker, (self.cfg,), on_result)
+        before = torch.get_num_threads()
+        if self.cfg.threads_per_worker:
+            torch.set_num_threads(threads)
+        try:
+            _init_worker(self.cfg, self)
+            out = []
+            for t in tasks:
+                out.append(fn(t))
+                on_result(out[-1])
+            return out
+        finally:
+            torch.set_num_threads(before)
 
     def run(self) -> tuple[list[MethodResult], dict[str, Subject]]:
         subjects = self.subjects()
@@ -390,14 +369,8 @@ class Evaluator:
 _WORKER: Evaluator | None = None
 
 
-def _init_worker(cfg: EvalConfig, threads: int | None, level: int | None, evaluator: Evaluator | None = None) -> None:
+def _init_worker(cfg: EvalConfig, evaluator: Evaluator | None = None) -> None:
     global _WORKER
-    if threads is not None:
-        torch.set_num_threads(threads)
-    if level is not None:
-        from synshot.cli import setup_logging
-
-        setup_logging(verbose=2 if level <= logging.DEBUG else 0, quiet=level > logging.INFO)
     _WORKER = evaluator or Evaluator(cfg)
 
 

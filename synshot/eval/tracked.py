@@ -199,38 +199,19 @@ def main(argv: list[str] | None = None) -> int:
     return CLI.main(argv, run)
 
 
-def _init_worker(threads: int, level: int) -> None:
-    import logging
-
-    import torch
-
-    from synshot.cli import setup_logging
-
-    torch.set_num_threads(threads)
-    setup_logging(quiet=level > logging.INFO)
-
-
 def _track_one(task: tuple) -> Path:
     return track_heldout(*task)
 
 
 def run(args, cfg: TrackConfig) -> int:
-    import logging
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from synshot.eval.protocol import available_cpus
+    from synshot.eval.pool import pool_map, pool_size
 
     tasks = [(s, Path(args.out) if args.out else default_tracked_dir(Path(s)), cfg, not args.no_reuse)
              for s in args.subjects]
     todo = [t for t in tasks if not (t[3] and is_current(Path(t[1]) / Path(t[0]).name, input_digest(Path(t[0]), cfg)))]
-    cpus = available_cpus()
-    workers = max(1, min(args.workers or cpus, len(todo)))
+    workers, threads = pool_size(args.workers, len(todo))
     if workers > 1:
-        level = logging.getLogger("synshot").getEffectiveLevel()
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(max(1, cpus // workers), level)) as pool:
-            list(pool.map(_track_one, todo))
+        pool_map(_track_one, todo, workers, threads)
         tasks = [(*t[:3], True) for t in tasks]  # tracked just now
     for task in tasks:  # the rest (or all, with one worker); current folders are only checked
         log.info("%s -> %s", task[0], _track_one(task))
