@@ -48,6 +48,8 @@ class DemoConfig(ConfigBase):
     track_config: str = "configs/track/default.yaml"  # the face tracker (also what the evaluation tracks with)
     track_overrides: list[str] = []
     eval_config: str = "configs/eval/tiny.yaml"
+    eval_methods: list[str] = ["no_prior", "full"]  # on the tracked geometry
+    eval_oracle_row: bool = True  # + the full method on the true geometry (a labelled upper bound)
     eval_overrides: list[str] = []
     tune_config: str = "configs/eval/tune_tiny.yaml"  # the validation search each ablation prior gets
     # Paper ablations, each trained with the same budget (configs/train/ablation_<name>.yaml +
@@ -134,7 +136,8 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
                         "subjects=" + json.dumps([str(p) for p in subjects]),
                         "split=test", f"prior={prior}", f"out={out / 'eval'}", f"invert_config={cfg.invert_config}",
                         f"tracked_dir={tracked_dir}", f"track_config={cfg.track_config}",
-                        "track_overrides=" + json.dumps(cfg.track_overrides),
+                        "track_overrides=" + json.dumps(cfg.track_overrides), "geometry=tracked",
+                        f"methods=[{','.join(cfg.eval_methods)}]", f"oracle_row={str(cfg.eval_oracle_row).lower()}",
                         "invert_overrides=" + json.dumps(cfg.invert_overrides),
                         "ablations=" + json.dumps({a: str(p) for a, p in ablation_priors.items()}),
                         *tuning, *cfg.eval_overrides]],

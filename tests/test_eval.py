@@ -258,7 +258,7 @@ def test_make_eval_tunes_each_ablation_on_validation_and_reports_test_subjects()
     assert "split=test" in ev and any(w.startswith("ablation_tuning=") for w in ev)
     listed = json.loads(next(w for w in ev if w.startswith("subjects=")).split("=", 1)[1])
     assert [Path(p).name for p in listed] == [f"s{s}" for s in cfg.subject_seeds]
-    assert not any("validation" in w for w in ev)
+    assert not any("validation" in w for w in ev) and "methods=[no_prior,prior_only,stage1_only,full]" in ev
     assert f"tracked_dir={Path(cfg.out) / 'tracked'}" in ev and any("tracked_dir=" in w for w in tune)
     assert "s2001" in " ".join(stages["track"].commands[0])  # validation subjects are tracked for the search
     demo = load_config(DemoConfig, "configs/demo/tiny.yaml")
