@@ -3,7 +3,9 @@
 Spawned (not forked) workers: a fork of a process that already ran torch's thread pool can
 deadlock. Each worker gets ``threads`` torch threads (CPU cores // workers by default, so the pool
 does not oversubscribe the cores) and the parent's logging level; ``init(*initargs)`` then builds
-whatever per-process state the task function needs.
+whatever per-process state the task function needs. A worker dies with its parent (Linux
+``PR_SET_PDEATHSIG``): an evaluation stopped with Ctrl-C, ``kill`` or ``scancel`` leaves no orphaned
+inversions running.
 """
 
 from __future__ import annotations
@@ -29,8 +31,25 @@ def pool_size(requested: int | None, n_tasks: int, threads: int | None = None) -
     return workers, threads or max(1, cpus // workers)
 
 
-def _init(threads: int, level: int, init: Callable | None, initargs: tuple) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGTERM this process when its parent exits; exit now if the parent is already gone."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except OSError:  # no glibc (e.g. musl): workers may outlive a killed parent
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _init(threads: int, level: int, init: Callable | None, initargs: tuple, parent_pid: int) -> None:
     import torch
+
+    die_with_parent(parent_pid)
 
     from synshot.cli import setup_logging
 
@@ -47,7 +66,7 @@ def pool_map(fn: Callable, tasks: Iterable, workers: int, threads: int, init: Ca
     level = logging.getLogger("synshot").getEffectiveLevel()
     out = []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                             initargs=(threads, level, init, initargs)) as pool:
+                             initargs=(threads, level, init, initargs, os.getpid())) as pool:
         for r in pool.map(fn, tasks):
             out.append(r)
             on_result(r)
