@@ -174,6 +174,27 @@ def test_tracked_subject_is_reused_until_its_inputs_change(held_out, tracked):
 
 
 @slow
+def test_changed_eval_files_realign_without_retracking(held_out, tracked, tmp_path, monkeypatch):
+    """A changed carried-over file (meta.json, eval/) re-derives the tracked folder from the cached fit."""
+    from synshot.eval.tracked import track_heldout
+
+    subject, cached = tmp_path / "subjects" / held_out.name, tmp_path / "tracked" / held_out.name
+    shutil.copytree(held_out, subject)
+    shutil.copytree(tracked, cached)
+    meta = json.loads((subject / "meta.json").read_text())
+    (subject / "meta.json").write_text(json.dumps({**meta, "note": "re-rendered"}))
+
+    def no_tracking(*_a, **_k):
+        raise AssertionError("re-tracked although images, masks and the track config are unchanged")
+
+    monkeypatch.setattr("synshot.track.api.track_subject", no_tracking)
+    out = track_heldout(subject, tmp_path / "tracked", _track_cfg())
+    assert json.loads((out / "meta.json").read_text())["note"] == "re-rendered"
+    assert (out / "params.json").read_bytes() == (tracked / "params.json").read_bytes()
+    assert (out / "eval" / "cameras.json").read_bytes() == (tracked / "eval" / "cameras.json").read_bytes()
+
+
+@slow
 def test_parallel_evaluation_matches_one_process(held_out, tracked, prior_path, tmp_path):
     """workers=2 (spawned processes) and workers=1 give identical per-frame metrics; the oracle row runs
     on the held-out subject's own geometry, every other method on the tracked one."""

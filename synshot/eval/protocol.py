@@ -307,11 +307,11 @@ class Evaluator:
 
     def track(self, subjects: list[Path]) -> dict[str, Path]:
         """Tracked folder of each subject (tracked in parallel; cached ones are reused)."""
-        from synshot.eval.tracked import input_digest, is_current, read_tracking_error
+        from synshot.eval.tracked import input_digest, is_current, read_tracking_error, source_digest
 
         track_cfg = load_config(TrackConfig, self.cfg.track_config, self.cfg.track_overrides)
         tasks = [(s, self.tracked_dir(s), track_cfg) for s in subjects]
-        todo = [t for t in tasks if not is_current(t[1] / t[0].name, input_digest(t[0], track_cfg))]
+        todo = [t for t in tasks if not is_current(t[1] / t[0].name, input_digest(t[0], track_cfg), source_digest(t[0]))]
         if todo:
             workers, threads = self.workers(len(todo))
             self.log(f"tracking {len(todo)} of {len(tasks)} subjects from their input images ({workers} workers)")

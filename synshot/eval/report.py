@@ -32,13 +32,15 @@ METHOD_DESCRIPTIONS = {
 }
 GEOMETRY_TEXT = {
     "tracked": "**Geometry: tracked.** Every method gets the same inputs: the face tracker's fit (identity, "
-               "per-image expression, head pose and camera) to the subject's 3 input images and masks only; it "
-               "never reads the subject's cameras.json/params.json (synshot.eval.tracked). Alignment rule (no eval "
-               "image is used): the eval frames keep their recorded camera, head pose and expression as the driving "
-               "signal; the tracked identity lives in the head model's canonical head frame, which is also the frame "
-               "of the recorded head poses, so each eval frame's recorded head-to-camera transform (w2c @ head_pose) "
-               "applies to the tracked avatar directly. Tracking errors (shape, the scale/depth of a monocular fit) "
-               "therefore count against every method, as they would on a user's photos.",
+               "per-image expression, head pose and camera) to the subject's 3 input images and masks only; the "
+               "tracker never reads the subject's cameras.json/params.json (synshot.eval.tracked). Alignment rule "
+               "(no eval image is used; synshot.eval.align): the eval frames keep their recorded camera, head pose "
+               "and expression as the driving signal. A monocular fit recovers the head only up to a similarity, so "
+               "the tracked head frame is mapped onto the recorded one by the similarity that best maps the tracked "
+               "head-to-camera transforms (w2c @ head_pose) of the 3 input photos onto their recorded ones (medoid "
+               "rotation over the photos, then scale and translation by reprojection over the inlier photos); the "
+               "eval cameras are re-expressed in the tracked head frame. Whatever tracking gets wrong beyond that "
+               "similarity (shape, per-photo pose and expression) counts against every method, as on a user's photos.",
     "oracle": "**Geometry: oracle.** Every method gets the generator's true identity, expressions, head poses and "
               "cameras (perfect tracking): this measures inversion alone, not what a user's photos give.",
 }

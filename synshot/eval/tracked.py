@@ -68,13 +68,33 @@ def input_digest(subject_dir: Path, track_cfg: TrackConfig) -> str:
     return h.hexdigest()
 
 
-def is_current(tracked: Path, digest: str) -> bool:
-    """A tracked folder that was made from the same inputs with the same config (and is complete)."""
+def source_digest(subject_dir: Path) -> str:
+    """sha256 of the held-out files read after tracking: the carried-over eval/ and meta.json, and the
+    recorded cameras.json/params.json (the alignment and the error table). A change re-derives the
+    tracked folder from the cached tracker outputs; it never re-tracks."""
+    h = hashlib.sha256()
+    files = [Path(subject_dir) / n for n in ("meta.json", "cameras.json", "params.json")]
+    files += sorted((Path(subject_dir) / "eval").rglob("*")) if (Path(subject_dir) / "eval").is_dir() else []
+    for p in files:
+        if p.is_file():
+            h.update(f"{p.relative_to(subject_dir)}\n".encode())
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _stamp(tracked: Path) -> dict:
     try:
-        stamp = json.loads((tracked / STAMP).read_text())
+        return json.loads((tracked / STAMP).read_text())
     except (OSError, json.JSONDecodeError):
-        return False
-    return stamp.get("input_digest") == digest and (tracked / "params.json").is_file()
+        return {}
+
+
+def is_current(tracked: Path, digest: str, source: str | None = None) -> bool:
+    """A tracked folder made from the same inputs with the same config (and complete); with ``source``,
+    also from the same carried-over/recorded files (:func:`source_digest`)."""
+    stamp = _stamp(tracked)
+    return (stamp.get("input_digest") == digest and (tracked / "params.json").is_file()
+            and (source is None or stamp.get("source_digest") == source))
 
 
 def tracking_error(truth_dir: Path, tracked_dir: Path, head_mesh: str) -> dict | None:
@@ -143,18 +163,26 @@ def track_heldout(subject_dir: str | Path, tracked_dir: str | Path, track_cfg: T
         raise UsageError(f"{out}: the tracked folder would replace the held-out subject; use another tracked_dir")
     if not (subject_dir / "images").is_dir():
         raise UsageError(f"{subject_dir / 'images'}: missing; a held-out subject needs images/ (and eval/)")
-    digest = input_digest(subject_dir, cfg)
-    if reuse and is_current(out, digest):
+    digest, source = input_digest(subject_dir, cfg), source_digest(subject_dir)
+    if reuse and is_current(out, digest, source):
         log.info("%s: tracked earlier (same images, masks and track config), reusing %s", subject_dir.name, out)
         return out
-    log.info("%s: tracking from images/ and masks/ only -> %s", subject_dir.name, out)
+    retrack = not (reuse and is_current(out, digest))
     with tempfile.TemporaryDirectory(prefix=f"heldout_{subject_dir.name}_") as tmp:
-        photos = Path(tmp) / subject_dir.name
-        photos.mkdir()
-        for folder in INPUT_FOLDERS:
-            if (subject_dir / folder).is_dir():
-                shutil.copytree(subject_dir / folder, photos / folder)
-        result = track_subject(photos, Path(tmp) / "tracked", cfg)
+        if retrack:
+            log.info("%s: tracking from images/ and masks/ only -> %s", subject_dir.name, out)
+            photos = Path(tmp) / subject_dir.name
+            photos.mkdir()
+            for folder in INPUT_FOLDERS:
+                if (subject_dir / folder).is_dir():
+                    shutil.copytree(subject_dir / folder, photos / folder)
+            seconds = track_subject(photos, Path(tmp) / "tracked", cfg).seconds
+        else:  # same tracker inputs, other eval/ or recorded files: keep the fit, redo what follows it
+            log.info("%s: eval/ or recorded files changed; re-aligning the earlier tracking -> %s", subject_dir.name, out)
+            derived = (*CARRIED, ALIGNMENT_FILE, ERROR_FILE, STAMP)
+            shutil.copytree(out, Path(tmp) / "tracked", ignore=lambda d, names: [n for n in names if Path(d) == out
+                                                                                and n in derived])
+            seconds = float(_stamp(out).get("seconds", 0.0))
         error = tracking_error(subject_dir, Path(tmp) / "tracked", cfg.head_mesh)  # after tracking: report only
         with publish_dir(out, keep_previous=False, purpose="eval track") as stage:
             shutil.copytree(Path(tmp) / "tracked", stage, dirs_exist_ok=True)
@@ -170,13 +198,13 @@ def track_heldout(subject_dir: str | Path, tracked_dir: str | Path, track_cfg: T
             if error is not None:
                 (stage / ERROR_FILE).write_text(json.dumps(error, indent=1))
             (stage / STAMP).write_text(json.dumps({
-                "input_digest": digest, "source": str(subject_dir), "seconds": round(result.seconds, 2),
+                "input_digest": digest, "source_digest": source, "source": str(subject_dir), "seconds": round(seconds, 2),
                 "inputs": list(INPUT_FOLDERS), "carried": [n for n in CARRIED if (subject_dir / n).exists()]},
                 indent=1))
     if error is not None:
         m = error["mean"]
         log.info("%s: tracked in %.0f s; rotation error %.1f deg, face vertex %.1f mm, camera distance %.1f %%",
-                 subject_dir.name, result.seconds, m["rot_err_deg"], m["face_vertex_err_mm"], m["cam_dist_err_pct"])
+                 subject_dir.name, seconds, m["rot_err_deg"], m["face_vertex_err_mm"], m["cam_dist_err_pct"])
     return out
 
 
@@ -208,7 +236,8 @@ def run(args, cfg: TrackConfig) -> int:
 
     tasks = [(s, Path(args.out) if args.out else default_tracked_dir(Path(s)), cfg, not args.no_reuse)
              for s in args.subjects]
-    todo = [t for t in tasks if not (t[3] and is_current(Path(t[1]) / Path(t[0]).name, input_digest(Path(t[0]), cfg)))]
+    todo = [t for t in tasks if not (t[3] and is_current(Path(t[1]) / Path(t[0]).name, input_digest(Path(t[0]), cfg),
+                                                         source_digest(Path(t[0]))))]
     workers, threads = pool_size(args.workers, len(todo))
     if workers > 1:
         pool_map(_track_one, todo, workers, threads)
