@@ -209,10 +209,13 @@ class Evaluator:
         name = ORACLE_METHOD if oracle_row else method if ablation is None else f"ablation:{ablation}"
         folder = self.out / subject_dir.name / (ORACLE_FOLDER if oracle_row else name.replace(":", "_")) / f"seed{seed}"
         result_file = folder / "result.json"
+        # tracked geometry: an eval frame the tracked head misses is the measured tracking error, not a bad file
+        extra = ["subject.check_eval_cameras=false"] if geometry == "tracked" else []
         if ablation is not None:
-            inv_cfg = self.invert_config("full", self.cfg.ablations[ablation], seed, self.ablation_overrides(ablation))
+            inv_cfg = self.invert_config("full", self.cfg.ablations[ablation], seed,
+                                         self.ablation_overrides(ablation) + extra)
         else:
-            inv_cfg = self.invert_config("full" if method == "no_prior" else method, self.cfg.prior, seed)
+            inv_cfg = self.invert_config("full" if method == "no_prior" else method, self.cfg.prior, seed, extra)
         digest = self.result_digest(name, inv_cfg, subject_dir, geometry)
         if self.cfg.reuse and result_file.is_file() and (folder / "renders.npy").is_file():
             try:
@@ -360,8 +363,8 @@ class Evaluator:
         results = [r if r is not None else next(computed) for r in results]
         from synshot.invert.run import prepare_subject
 
-        loaded = {s.name: prepare_subject(self.invert_config("full", self.cfg.prior), geometry.get(s.name, s))[0]
-                  for s in subjects}
+        grid_cfg = self.invert_config("full", self.cfg.prior, extra=["subject.check_eval_cameras=false"])
+        loaded = {s.name: prepare_subject(grid_cfg, geometry.get(s.name, s))[0] for s in subjects}
         return results, loaded
 
 

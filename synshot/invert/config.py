@@ -71,6 +71,9 @@ class SubjectConfig(ConfigBase):
 
     max_image_side: int = Field(8192, gt=0)  # larger images are refused (downscale them first)
     min_head_visible: float = Field(0.5, ge=0, le=1)  # fraction of head vertices that must project inside
+    # eval/ frames get the same camera checks as the inputs; the evaluation on tracked geometry turns them off:
+    # there, a tracked head that misses an eval frame's mask is the tracking error being measured, not a bad file
+    check_eval_cameras: bool = True
     mask_threshold: float = Field(0.5, gt=0, lt=1)
 
 

@@ -65,7 +65,7 @@ def prepare_subject(cfg: InvertConfig, subject_dir: str | Path, head: HeadAdapte
                            head_model_version=head.version, expression_names=head.expression_names)
     check_cameras_see_head(subject, [head.vertices(f.expression) for f in subject.frames],
                            cfg.subject.min_head_visible)
-    if subject.eval_frames:
+    if subject.eval_frames and cfg.subject.check_eval_cameras:
         check_cameras_see_head(subject, [head.vertices(f.expression) for f in subject.eval_frames],
                                cfg.subject.min_head_visible, eval_frames=True)
     return subject, head
