@@ -217,3 +217,24 @@ def test_parallel_evaluation_matches_one_process(held_out, tracked, prior_path, 
     for a, b in zip(runs[1], runs[2]):
         assert (a.subject, a.method, a.seed) == (b.subject, b.method, b.seed)
         assert a.frames == b.frames and np.array_equal(a.renders, b.renders)
+
+
+def test_eval_frames_a_tracked_head_misses_are_scored_not_refused(subject_dir, tmp_path):
+    """On tracked geometry an eval camera that misses the head's mask is tracking error to measure;
+    everywhere else it is a bad file (subject.check_eval_cameras)."""
+    from synshot.invert.config import InvertConfig
+    from synshot.invert.run import prepare_subject
+    from synshot.invert.subject import SubjectError
+
+    subject = tmp_path / subject_dir.name
+    shutil.copytree(subject_dir, subject)
+    cams = json.loads((subject / "eval" / "cameras.json").read_text())
+    for f in cams["frames"]:  # the head slides half a head-width sideways in every eval frame
+        f["w2c"][0][3] += 0.08
+    (subject / "eval" / "cameras.json").write_text(json.dumps(cams))
+    base = ["head_mesh=tiny", "image_size=32"]
+    with pytest.raises(SubjectError, match="eval/cameras.json"):
+        prepare_subject(load_config(InvertConfig, "configs/invert/tiny.yaml", base), subject)
+    loaded, _ = prepare_subject(load_config(InvertConfig, "configs/invert/tiny.yaml",
+                                            base + ["subject.check_eval_cameras=false"]), subject)
+    assert len(loaded.eval_frames) == len(cams["frames"])
