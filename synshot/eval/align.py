@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synshot.track.geometry import rotation_error_deg
+
 
 @dataclass
 class HeadFrameAlignment:
@@ -42,14 +44,10 @@ class HeadFrameAlignment:
     per_photo_deg: dict[str, float]  # each photo's rotation disagreement with R
 
     def to_dict(self) -> dict:
-        angle = float(np.degrees(np.arccos(np.clip((np.trace(self.rotation) - 1) / 2, -1.0, 1.0))))
+        angle = rotation_error_deg(self.rotation, np.eye(3))
         return {"scale": self.scale, "rotation": self.rotation.tolist(), "rotation_deg": angle,
                 "translation_m": self.translation.tolist(), "inliers": self.inliers,
                 "per_photo_disagreement_deg": self.per_photo_deg}
-
-
-def _geodesic_deg(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1) / 2, -1.0, 1.0))))
 
 
 def _head_to_camera(camera: dict, params: dict) -> np.ndarray:
@@ -72,9 +70,9 @@ def fit_alignment(recorded: dict[str, np.ndarray], tracked: dict[str, np.ndarray
     if not names:
         raise ValueError("head-frame alignment: no input photo is both recorded and tracked")
     rots = {n: recorded[n][:3, :3].T @ tracked[n][:3, :3] for n in names}
-    medoid = min(names, key=lambda n: sum(_geodesic_deg(rots[n], rots[m]) for m in names))
+    medoid = min(names, key=lambda n: sum(rotation_error_deg(rots[n], rots[m]) for m in names))
     R = rots[medoid]
-    per_photo = {n: _geodesic_deg(R, rots[n]) for n in names}
+    per_photo = {n: rotation_error_deg(R, rots[n]) for n in names}
     inliers = [n for n in names if per_photo[n] <= inlier_deg]
     c_rec = np.stack([_centre(recorded[n]) for n in inliers])
     c_trk = np.stack([_centre(tracked[n]) for n in inliers]) @ R.T
@@ -89,7 +87,7 @@ def fit_alignment(recorded: dict[str, np.ndarray], tracked: dict[str, np.ndarray
     if intrinsics is not None and points is not None:
         s, R, t = _refine_by_reprojection(s, R, {n: (recorded[n], tracked[n], *intrinsics[n], points[n])
                                                  for n in inliers})
-        per_photo = {n: _geodesic_deg(R, rots[n]) for n in names}
+        per_photo = {n: rotation_error_deg(R, rots[n]) for n in names}
     return HeadFrameAlignment(s, R, t, inliers, per_photo)
 
 

@@ -31,6 +31,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +60,19 @@ def default_tracked_dir(subject_dir: Path) -> Path:
 def input_digest(subject_dir: Path, track_cfg: TrackConfig) -> str:
     """sha256 of what the tracker sees (images/ and masks/ bytes, by relative path) and of its config."""
     h = hashlib.sha256(f"tracked-format {TRACKED_FORMAT}\n{dump_config(track_cfg)}\n".encode())
-    for folder in INPUT_FOLDERS:
-        root = Path(subject_dir) / folder
-        for p in sorted(root.rglob("*")) if root.is_dir() else []:
-            if p.is_file():
-                h.update(f"{p.relative_to(subject_dir)}\n".encode())
-                h.update(hashlib.sha256(p.read_bytes()).digest())
+    return _hash_files(h, Path(subject_dir), [p for folder in INPUT_FOLDERS for p in _tree(Path(subject_dir) / folder)])
+
+
+def _tree(root: Path) -> list[Path]:
+    return sorted(root.rglob("*")) if root.is_dir() else []
+
+
+def _hash_files(h, subject_dir: Path, files: list[Path]) -> str:
+    """Add each existing file's path (relative to the subject) and content hash to ``h``; its hex digest."""
+    for p in files:
+        if p.is_file():
+            h.update(f"{p.relative_to(subject_dir)}\n".encode())
+            h.update(hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()
 
 
@@ -72,14 +80,9 @@ def source_digest(subject_dir: Path) -> str:
     """sha256 of the held-out files read after tracking: the carried-over eval/ and meta.json, and the
     recorded cameras.json/params.json (the alignment and the error table). A change re-derives the
     tracked folder from the cached tracker outputs; it never re-tracks."""
-    h = hashlib.sha256()
-    files = [Path(subject_dir) / n for n in ("meta.json", "cameras.json", "params.json")]
-    files += sorted((Path(subject_dir) / "eval").rglob("*")) if (Path(subject_dir) / "eval").is_dir() else []
-    for p in files:
-        if p.is_file():
-            h.update(f"{p.relative_to(subject_dir)}\n".encode())
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
+    subject_dir = Path(subject_dir)
+    files = [subject_dir / n for n in ("meta.json", "cameras.json", "params.json")] + _tree(subject_dir / "eval")
+    return _hash_files(hashlib.sha256(), subject_dir, files)
 
 
 def _stamp(tracked: Path) -> dict:
@@ -97,16 +100,22 @@ def is_current(tracked: Path, digest: str, source: str | None = None) -> bool:
             and (source is None or stamp.get("source_digest") == source))
 
 
+@lru_cache(maxsize=2)
+def _head_model(mesh: str):
+    """The head model at one mesh resolution, built once per process (its template takes seconds)."""
+    from synshot.head import HeadConfig, HeadModel
+
+    return HeadModel(HeadConfig.tiny() if mesh == "tiny" else HeadConfig())
+
+
 def tracking_error(truth_dir: Path, tracked_dir: Path, head_mesh: str) -> dict | None:
     """Per-photo and mean tracking error against the generator's truth; None when there is no truth."""
     if not ((truth_dir / "cameras.json").is_file() and (truth_dir / "params.json").is_file()):
         return None
     from synshot.bench.track import compare
-    from synshot.head import HeadConfig, HeadModel
 
-    head = HeadModel(HeadConfig.tiny() if head_mesh == "tiny" else HeadConfig())
     try:
-        rows = compare(truth_dir, tracked_dir, head)
+        rows = compare(truth_dir, tracked_dir, _head_model(head_mesh))
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a truth this module cannot read: no error table
         log.warning("%s: no tracking error (cannot read the truth: %s)", truth_dir, exc)
         return None
@@ -119,9 +128,9 @@ def tracked_head_points(params: dict, count: int = 400) -> dict[str, np.ndarray]
     """Head-frame vertices of the tracked identity in each photo's tracked expression (a fixed subsample)."""
     import torch
 
-    from synshot.head import HeadConfig, HeadModel, IdentityParams
+    from synshot.head import IdentityParams
 
-    head = HeadModel(HeadConfig.tiny())
+    head = _head_model("tiny")
     identity = IdentityParams.from_dict(params["identity"])
     out = {}
     for frame in params["frames"]:
