@@ -95,11 +95,9 @@ def file_digest(path: str) -> str:
 def subject_digest(folder: Path) -> str:
     """sha256 of every file a subject folder feeds the inversion and the metrics (by content, so a
     re-tracked subject with the same result keeps its cached results, and a different one does not)."""
-    h = hashlib.sha256()
-    for p in sorted(q for q in folder.rglob("*") if q.is_file() and q.name not in REPORT_ONLY_FILES):
-        h.update(f"{p.relative_to(folder)}\n".encode())
-        h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
+    from synshot.eval.tracked import hash_files
+
+    return hash_files(hashlib.sha256(), folder, sorted(q for q in folder.rglob("*") if q.name not in REPORT_ONLY_FILES))
 
 
 @lru_cache(maxsize=16)

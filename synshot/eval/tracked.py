@@ -60,14 +60,14 @@ def default_tracked_dir(subject_dir: Path) -> Path:
 def input_digest(subject_dir: Path, track_cfg: TrackConfig) -> str:
     """sha256 of what the tracker sees (images/ and masks/ bytes, by relative path) and of its config."""
     h = hashlib.sha256(f"tracked-format {TRACKED_FORMAT}\n{dump_config(track_cfg)}\n".encode())
-    return _hash_files(h, Path(subject_dir), [p for folder in INPUT_FOLDERS for p in _tree(Path(subject_dir) / folder)])
+    return hash_files(h, Path(subject_dir), [p for folder in INPUT_FOLDERS for p in _tree(Path(subject_dir) / folder)])
 
 
 def _tree(root: Path) -> list[Path]:
     return sorted(root.rglob("*")) if root.is_dir() else []
 
 
-def _hash_files(h, subject_dir: Path, files: list[Path]) -> str:
+def hash_files(h, subject_dir: Path, files: list[Path]) -> str:
     """Add each existing file's path (relative to the subject) and content hash to ``h``; its hex digest."""
     for p in files:
         if p.is_file():
@@ -82,7 +82,7 @@ def source_digest(subject_dir: Path) -> str:
     tracked folder from the cached tracker outputs; it never re-tracks."""
     subject_dir = Path(subject_dir)
     files = [subject_dir / n for n in ("meta.json", "cameras.json", "params.json")] + _tree(subject_dir / "eval")
-    return _hash_files(hashlib.sha256(), subject_dir, files)
+    return hash_files(hashlib.sha256(), subject_dir, files)
 
 
 def _stamp(tracked: Path) -> dict:
