@@ -145,7 +145,9 @@ def test_tuning_never_uses_test_subjects(subjects, prior_path, tmp_path):
         run_search(bad, log=lambda *_: None)
     good = load_config(TuneConfig, "configs/eval/tune_tiny.yaml",
                        [*base, f"subjects=[{subjects['validation']}]", f"out={tmp_path / 'good'}"])
-    record = run_search(good, log=lambda *_: None)
+    logs = []
+    record = run_search(good, log=logs.append)
+    assert any("2 runs of 2 evaluations to compute" in line for line in logs)  # the trials share one pool
     trials = record["methods"]["no_prior"]["trials"]
     assert len(trials) == 2 and trials[0]["values"] == {} and set(trials[1]["per_subject"]) == {"s2001"}
     assert (tmp_path / "good" / "tuning.md").is_file()

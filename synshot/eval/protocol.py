@@ -73,6 +73,12 @@ class MethodResult:
         return mean_over_frames(self.frames)
 
 
+def result_line(r: MethodResult) -> str:
+    m = r.metrics
+    return (f"{r.subject} {r.method} seed {r.seed}: PSNR full {m['psnr_full']:.2f} / head {m['psnr_head']:.2f} dB, "
+            f"SSIM full {m['ssim_full']:.4f} ({r.details['wall_s']:.0f} s)")
+
+
 def find_subjects(patterns: list[str]) -> list[Path]:
     """Subject folders matching ``patterns`` that have held-out ``eval/`` frames, sorted."""
     found: list[Path] = []
@@ -256,9 +262,7 @@ class Evaluator:
 
     def log_result(self, r: MethodResult) -> None:
         """One line per computed result (the evaluation's progress; cached results are silent)."""
-        m = r.metrics
-        self.log(f"{r.subject} {r.method} seed {r.seed}: PSNR full {m['psnr_full']:.2f} / head "
-                 f"{m['psnr_head']:.2f} dB, SSIM full {m['ssim_full']:.4f} ({r.details['wall_s']:.0f} s)")
+        self.log(result_line(r))
 
     def _invert(self, inv_cfg: InvertConfig, subject_dir: Path, folder: Path) -> tuple[torch.Tensor, dict]:
         """Invert from the subject's input frames only, then render the eval frames from the avatar."""
@@ -291,11 +295,6 @@ class Evaluator:
             if self.cfg.oracle_row and kind == "tracked":
                 out.append((sdir, "full", self.cfg.seeds[0], None, "oracle"))
         return out
-
-    def subjects(self) -> list[Path]:
-        subjects = find_subjects(self.cfg.subjects)
-        check_subjects(self.cfg.split, subjects, self.cfg.train_identities)
-        return subjects
 
     def tracked_dir(self, subject: Path) -> Path:
         from synshot.eval.tracked import default_tracked_dir
@@ -340,12 +339,18 @@ class Evaluator:
         finally:
             torch.set_num_threads(before)
 
-    def run(self) -> tuple[list[MethodResult], dict[str, Subject]]:
-        subjects = self.subjects()
+    def subjects(self) -> list[Path]:
+        """The split's subject folders (checked against the splits), once the ablation priors are found."""
         for abl, ckpt in self.cfg.ablations.items():
             if not Path(ckpt).is_file():
                 raise FileNotFoundError(f"ablation '{abl}': prior {ckpt} not found; train and export it "
                                         f"(make eval trains it) or remove it from ablations")
+        subjects = find_subjects(self.cfg.subjects)
+        check_subjects(self.cfg.split, subjects, self.cfg.train_identities)
+        return subjects
+
+    def run(self) -> tuple[list[MethodResult], dict[str, Subject]]:
+        subjects = self.subjects()
         self.tracking = {}
         geometry = self.track(subjects) if self.cfg.geometry == "tracked" else {}
         jobs = self.jobs(subjects, geometry)
@@ -366,8 +371,38 @@ class Evaluator:
         return results, loaded
 
 
+def compute_uncached(evaluators: list[Evaluator], log: Callable[[str], None] | None = None) -> int:
+    """Compute every uncached run of several evaluations in one process pool; returns how many ran.
+
+    A search's trials are independent evaluations. Run one after the other, each trial's pool waits
+    for its last subject (3 subjects on 2 workers keep one worker idle a third of the time); pooled
+    together, no worker waits. Each evaluation's own ``run()`` then reads its results from the cache.
+    """
+    if not evaluators:
+        return 0
+    log = log or evaluators[0].log
+    tasks = []
+    for ev in evaluators:
+        subjects = ev.subjects()
+        geometry = ev.track(subjects) if ev.cfg.geometry == "tracked" else {}
+        tasks += [(ev.cfg, job) for job in ev.jobs(subjects, geometry) if ev.run_one(*job, cached_only=True) is None]
+    if not tasks:
+        return 0
+    first = evaluators[0]
+    workers, threads = pool_size(first.cfg.workers, len(tasks), first.cfg.threads_per_worker)
+    log(f"{len(tasks)} runs of {len(evaluators)} evaluations to compute ({workers} workers x {threads} threads)")
+    report = lambda r: log(result_line(r))  # noqa: E731
+    if workers > 1:
+        pool_map(_run_config_task, tasks, workers, threads, on_result=report)
+    else:
+        for task in tasks:
+            report(_run_config_task(task))
+    return len(tasks)
+
+
 # -- the process pool: one Evaluator per worker process -------------------------------------------------
 _WORKER: Evaluator | None = None
+_EVALUATORS: dict[str, Evaluator] = {}  # per evaluation config, for pools that mix evaluations
 
 
 def _init_worker(cfg: EvalConfig, evaluator: Evaluator | None = None) -> None:
@@ -378,6 +413,14 @@ def _init_worker(cfg: EvalConfig, evaluator: Evaluator | None = None) -> None:
 def _run_task(job: tuple) -> MethodResult:
     sdir, method, seed, ablation, geometry = job
     return _WORKER.run_one(sdir, method, seed, ablation, geometry)
+
+
+def _run_config_task(task: tuple) -> MethodResult:
+    cfg, (sdir, method, seed, ablation, geometry) = task
+    key = dump_config(cfg)
+    if key not in _EVALUATORS:
+        _EVALUATORS[key] = Evaluator(cfg)
+    return _EVALUATORS[key].run_one(sdir, method, seed, ablation, geometry)
 
 
 def _track_task(task: tuple) -> Path:

@@ -99,14 +99,14 @@ def eval_config_for(cfg: TuneConfig, method: str, values: dict[str, Any], out: P
 
 
 def run_search(cfg: TuneConfig, log=log.info) -> dict:
-    from synshot.eval.protocol import Evaluator
+    from synshot.eval.protocol import Evaluator, compute_uncached
 
     out = Path(cfg.out)
     record: dict[str, Any] = {"config": json.loads(dump_config(cfg)), "methods": {}}
+    planned = []  # (method, trial, values, override words, evaluation config)
     for method in [*cfg.methods, *cfg.ablations]:
         space = cfg.space.get("full" if method in cfg.ablations else method, {})
         rng = np.random.default_rng(cfg.seed)
-        trials = []
         for k in range(cfg.trials):
             values = {} if k == 0 else draw(space, rng)
             words = trial_overrides(values, cfg.step_budget)
@@ -118,15 +118,22 @@ def run_search(cfg: TuneConfig, log=log.info) -> dict:
                 if steps != cfg.step_budget:
                     raise ConfigError(f"trial {k} of {method}: stage1.steps + stage2.steps = {steps}, not the shared "
                                       f"step_budget {cfg.step_budget}; fix the invert config or step_budget")
-            results, _ = Evaluator(ecfg, log=log).run()  # its runs share the evaluation's process pool size
-            record.setdefault("geometry", ecfg.geometry)
-            per_subject = {r.subject: float(np.mean(r.frames[cfg.metric])) for r in results}
-            frames = [v for r in results for v in r.frames[cfg.metric]]
-            trials.append({"trial": k, "values": values, "overrides": words, "per_subject": per_subject,
-                           "mean": float(np.mean(frames))})
-            log(f"[tune] {method} trial {k}: {values or 'defaults'} -> {cfg.metric} {trials[-1]['mean']:.3f}")
-        best = max(trials, key=lambda t: t["mean"])
-        record["methods"][method] = {"trials": trials, "best": best["trial"], "best_overrides": best["overrides"]}
+            planned.append((method, k, values, words, ecfg))
+    # every trial's runs in one pool (trials are independent); each trial then reads its results back
+    compute_uncached([Evaluator(p[-1], log=log) for p in planned], log=log)
+    trials: dict[str, list[dict]] = {}
+    for method, k, values, words, ecfg in planned:
+        results, _ = Evaluator(ecfg, log=log).run()
+        record.setdefault("geometry", ecfg.geometry)
+        per_subject = {r.subject: float(np.mean(r.frames[cfg.metric])) for r in results}
+        frames = [v for r in results for v in r.frames[cfg.metric]]
+        trials.setdefault(method, []).append({"trial": k, "values": values, "overrides": words,
+                                              "per_subject": per_subject, "mean": float(np.mean(frames))})
+        log(f"[tune] {method} trial {k}: {values or 'defaults'} -> {cfg.metric} {trials[method][-1]['mean']:.3f}")
+    for method, method_trials in trials.items():
+        best = max(method_trials, key=lambda t: t["mean"])
+        record["methods"][method] = {"trials": method_trials, "best": best["trial"],
+                                     "best_overrides": best["overrides"]}
     out.mkdir(parents=True, exist_ok=True)
     fsio.write_json(out / "tuning.json", record, indent=1, default=float)
     fsio.write_text(out / "tuning.md", tuning_markdown(record, cfg.metric))
