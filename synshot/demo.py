@@ -55,6 +55,9 @@ class DemoConfig(ConfigBase):
     # Paper ablations, each trained with the same budget (configs/train/ablation_<name>.yaml +
     # train_overrides) and evaluated with the full method: no_sampling, no_vq, single_layer, f32.
     ablations: list[str] = []
+    # Training seeds beyond the train config's own: the main prior retrained with each (same data and
+    # config), evaluated with the full method as rows "full (training seed N)" (the training-seed spread).
+    train_seeds: list[int] = []
 
     @field_validator("subject_args", "data_overrides", "train_overrides", "invert_overrides", "track_overrides",
                      "eval_overrides", mode="before")
@@ -85,14 +88,19 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
     if cfg.nproc > 1:
         train_cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(cfg.nproc)] + train_cmd
     ablation_priors = {a: out / "ablations" / f"{a}.safetensors" for a in cfg.ablations}
-    ablation_cmds = []
-    for a, path in ablation_priors.items():
-        cmd = ["-m", "train", "--config", f"configs/train/ablation_{a}.yaml", f"data.url={data}",
-               f"out_dir={out / 'ablations'}", f"name={a}", *cfg.train_overrides]
+
+    def train_and_export(config: str, folder: Path, name: str, prior_path: Path, extra: list[str] = ()) -> list:
+        cmd = ["-m", "train", "--config", config, f"data.url={data}", f"out_dir={folder}", f"name={name}",
+               *cfg.train_overrides, *extra]
         if cfg.nproc > 1:
             cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(cfg.nproc)] + cmd
-        ablation_cmds += [[python, *cmd], [python, "-m", "train.export", "--ckpt", str(out / "ablations" / a),
-                                           "--out", str(path)]]
+        return [[python, *cmd], [python, "-m", "train.export", "--ckpt", str(folder / name), "--out", str(prior_path)]]
+
+    ablation_cmds = [c for a, path in ablation_priors.items()
+                     for c in train_and_export(f"configs/train/ablation_{a}.yaml", out / "ablations", a, path)]
+    seed_priors = {s: out / "train_seeds" / f"seed{s}.safetensors" for s in cfg.train_seeds}
+    seed_cmds = [c for s, path in seed_priors.items()
+                 for c in train_and_export(cfg.train_config, out / "train_seeds", f"seed{s}", path, [f"seed={s}"])]
     stages = [
         Stage("data", [[python, "-m", "data_tools.synth", "--config", cfg.data_config, "--out", str(data),
                         *cfg.data_overrides],
@@ -132,6 +140,8 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
             "ablations=" + json.dumps({a: str(p) for a, p in ablation_priors.items()})]],
             [tune_out / "tuning.json"]))
         tuning = [f"ablation_tuning={tune_out / 'tuning.json'}"]
+    if seed_cmds:  # after the ablations' stages, so adding a seed re-runs neither their training nor their search
+        stages.append(Stage("train-seeds", seed_cmds, list(seed_priors.values()), {"OMP_NUM_THREADS": "1"}))
     stages.append(
         Stage("eval", [[python, "-m", "synshot.eval", "--config", cfg.eval_config,
                         "subjects=" + json.dumps([str(p) for p in subjects]),
@@ -141,6 +151,7 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
                         f"methods=[{','.join(cfg.eval_methods)}]", f"oracle_row={str(cfg.eval_oracle_row).lower()}",
                         "invert_overrides=" + json.dumps(cfg.invert_overrides),
                         "ablations=" + json.dumps({a: str(p) for a, p in ablation_priors.items()}),
+                        "train_seed_priors=" + json.dumps({s: str(p) for s, p in seed_priors.items()}),
                         *tuning, *cfg.eval_overrides]],
               [out / "eval" / "report.md", out / "eval" / "metrics.json"]))
     return stages

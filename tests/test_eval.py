@@ -205,7 +205,8 @@ def test_report_intervals_verdict_plot_and_tiles(tmp_path):
     results = []
     for s in ("s3001", "s3002", "s3003"):
         base = rng.normal(18, 1, 4)
-        for method, shift in (("no_prior", 0.0), ("full", 1.0), ("ablation:no_vq", 0.8)):
+        for method, shift in (("no_prior", 0.0), ("full", 1.0), ("ablation:no_vq", 0.8),
+                              ("full (training seed 1)", 0.9)):
             vals = {k: list(base + shift + rng.normal(0, 0.05, 4)) for k in ("psnr_full", "psnr_head")}
             vals.update({k: list(np.full(4, 0.9)) for k in ("ssim_full", "ssim_head")})
             vals.update({k: list(np.full(4, 0.05 - shift / 100)) for k in ("l1_full", "l1_head")})
@@ -220,9 +221,13 @@ def test_report_intervals_verdict_plot_and_tiles(tmp_path):
     readme = (tmp_path / "readme_summary.md").read_text()
     assert "3 test subjects" in readme and "beats the no-prior baseline on PSNR full" in readme
     assert "| ablation:no_vq |" in readme
+    # a training-seed replicate: a row after full, paired against the main prior, described
+    assert readme.index("| full |") < readme.index("| full (training seed 1) |") < readme.index("| ablation:no_vq |")
+    assert "### Training seeds" in text and "**full (training seed 1)**: the full method on the main prior" in text
     data = json.loads((tmp_path / "metrics.json").read_text())
     assert data["paired"]["full - no_prior"]["psnr_full"]["low"] > 0
     assert data["intervals"]["full"]["psnr_full"]["n_frames"] == 12
+    assert data["paired"]["full (training seed 1) - full"]["psnr_full"]["high"] < 0
 
 
 def test_ablation_configs_mean_what_the_paper_means():
@@ -256,6 +261,14 @@ def test_make_eval_tunes_each_ablation_on_validation_and_reports_test_subjects()
     assert all(a in " ".join(tune) for a in ("no_sampling", "no_vq", "single_layer", "f32"))
     ev = stages["eval"].commands[0]
     assert "split=test" in ev and any(w.startswith("ablation_tuning=") for w in ev)
+    # at least 2 training seeds of the main prior and 3 inversion seeds of the compared pair; the extra
+    # seed's prior trains after the ablations' stages (adding one re-runs neither their training nor search)
+    names = list(stages)
+    assert names.index("tune-ablations") < names.index("train-seeds") < names.index("eval")
+    assert len(cfg.train_seeds) >= 1 and f"seed={cfg.train_seeds[0]}" in stages["train-seeds"].commands[0]
+    seed_priors = json.loads(next(w for w in ev if w.startswith("train_seed_priors=")).split("=", 1)[1])
+    assert list(seed_priors) == [str(s) for s in cfg.train_seeds]
+    assert "seeds=[0, 1, 2]" in ev
     listed = json.loads(next(w for w in ev if w.startswith("subjects=")).split("=", 1)[1])
     assert [Path(p).name for p in listed] == [f"s{s}" for s in cfg.subject_seeds]
     assert not any("validation" in w for w in ev) and "methods=[no_prior,prior_only,stage1_only,full]" in ev

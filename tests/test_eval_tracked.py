@@ -96,7 +96,8 @@ def test_every_method_gets_the_tracked_inputs_and_tuning_runs_on_them(tmp_path):
     from synshot.eval.protocol import Evaluator
     from synshot.eval.tune import TuneConfig, eval_config_for
 
-    cfg = load_config(EvalConfig, "configs/eval/tiny.yaml", ["seeds=[0,1]", "ablations={no_vq: x.safetensors}"])
+    cfg = load_config(EvalConfig, "configs/eval/tiny.yaml", ["seeds=[0,1]", "ablations={no_vq: x.safetensors}",
+                                                             "train_seed_priors={1: y.safetensors}"])
     assert cfg.geometry == "tracked" and cfg.oracle_row
     held, tracked = Path("subjects/s3001"), Path("tracked/s3001")
     jobs = Evaluator(cfg).jobs([held], {"s3001": tracked})
@@ -104,6 +105,9 @@ def test_every_method_gets_the_tracked_inputs_and_tuning_runs_on_them(tmp_path):
     assert len(oracle) == 1 and oracle[0][:2] == (held, "full")
     assert {j[0] for j in jobs if j[4] != "oracle"} == {tracked}
     assert {j[1] for j in jobs} == {"no_prior", "prior_only", "stage1_only", "full"}
+    assert {j[3] for j in jobs} == {None, "no_vq", "train_seed:1"}
+    label, prior, overrides, folder = Evaluator(cfg).variant("train_seed:1")
+    assert (label, prior, overrides, folder) == ("full (training seed 1)", "y.safetensors", [], "full_train_seed1")
     tune = load_config(TuneConfig, "configs/eval/tune_tiny.yaml", [f"out={tmp_path}"])
     for method in ("full", "no_prior"):
         ecfg = eval_config_for(tune, method, {}, tmp_path / "t")

@@ -48,6 +48,9 @@ class EvalConfig(ConfigBase):
     # directly or read from that search's tuning.json (its best trial per ablation)
     ablation_overrides: dict[str, list[str]] = {}
     ablation_tuning: str | None = None
+    # training seed -> the main prior retrained with that seed (same data and config), inverted with the full
+    # method and the main prior's inversion config: rows "full (training seed N)" (the training-seed spread)
+    train_seed_priors: dict[int, str] = {}
     invert_config: str = "configs/invert/tiny.yaml"
     invert_overrides: list[str] = []
     methods: list[MethodName] = list(ALL_METHODS)

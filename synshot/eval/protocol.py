@@ -7,6 +7,8 @@ Methods (all see the same 3 input frames and are scored on the same held-out ``e
   stage1_only  pivot search only: E_id optimised, decoders untouched (baseline 3)
   full         stage 1 + stage 2 pivotal tuning (the method)
   ablation:<n> the full method on a prior trained with one of the paper's ablation switches
+  full (training seed N)  the full method on the main prior retrained with another training seed
+                          (same data and config; the main prior's inversion config): the training-seed spread
 ``full`` and ``no_prior`` (the compared pair) run once per seed of ``seeds``; the others once.
 
 Geometry (``geometry``): every method gets the same inputs, by default the face tracker's fit to the
@@ -54,6 +56,16 @@ PRIOR_METHOD_OVERRIDES: dict[str, list[str]] = {
 SEEDED_METHODS = ("full", "no_prior")
 ORACLE_METHOD = "full (oracle geometry, upper bound)"  # the label of the oracle row, everywhere
 ORACLE_FOLDER = "full_oracle"
+TRAIN_SEED_VARIANT = "train_seed:"  # + N: a job variant on the main prior retrained with training seed N
+
+
+def train_seed_method(seed: int) -> str:
+    """The row label of the full method on the main prior retrained with training seed ``seed``."""
+    return f"full (training seed {seed})"
+
+
+def is_train_seed_method(method: str) -> bool:
+    return method.startswith("full (training seed ")
 # files of a subject folder that report on it and feed nothing (left out of the result digests)
 REPORT_ONLY_FILES = ("tracking.json", "tracking.png", "heldout.json", "tracking_error.json")
 
@@ -163,6 +175,18 @@ class Evaluator:
             parts.append(subject_digest(subject_dir))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
+    def variant(self, name: str) -> tuple[str, str, list[str], str]:
+        """(row label, prior, inversion overrides, result folder) of a prior variant run with the full
+        method: an ablation prior (its tuned overrides) or ``train_seed:N`` (the main prior retrained with
+        training seed N, inverted exactly like the main prior)."""
+        if name.startswith(TRAIN_SEED_VARIANT):
+            seed = int(name[len(TRAIN_SEED_VARIANT):])
+            return train_seed_method(seed), self.cfg.train_seed_priors[seed], [], f"full_train_seed{seed}"
+        return f"ablation:{name}", self.cfg.ablations[name], self.ablation_overrides(name), f"ablation_{name}"
+
+    def variants(self) -> list[str]:
+        return [*self.cfg.ablations, *(f"{TRAIN_SEED_VARIANT}{s}" for s in self.cfg.train_seed_priors)]
+
     def ablation_overrides(self, name: str) -> list[str]:
         """The ablation's tuned inversion overrides (config first, else the validation search's best)."""
         if name in self.cfg.ablation_overrides:
@@ -200,26 +224,28 @@ class Evaluator:
                                                   for k in range(len(pred))])
 
     # -- one (subject, method, seed) ----------------------------------------------------------------
-    def run_one(self, subject_dir: Path, method: str, seed: int = 0, ablation: str | None = None,
+    def run_one(self, subject_dir: Path, method: str, seed: int = 0, variant: str | None = None,
                 geometry: str | None = None, cached_only: bool = False) -> MethodResult | None:
         """One result; ``subject_dir`` is the folder holding the geometry (a tracked subject, or the
-        held-out subject itself for ``geometry="oracle"``). The full method on the oracle geometry while
-        the evaluation runs on tracked geometry is the oracle row (:data:`ORACLE_METHOD`).
+        held-out subject itself for ``geometry="oracle"``). ``variant``: another prior, run with the full
+        method (:meth:`variant`). The full method on the oracle geometry while the evaluation runs on
+        tracked geometry is the oracle row (:data:`ORACLE_METHOD`).
         ``cached_only``: None instead of computing a result that is not cached."""
         geometry = geometry or self.cfg.geometry
         oracle_row = geometry == "oracle" and self.cfg.geometry != "oracle"
-        if oracle_row and (method != "full" or ablation is not None):
+        if oracle_row and (method != "full" or variant is not None):
             raise ValueError("the oracle row is the full method only")
-        name = ORACLE_METHOD if oracle_row else method if ablation is None else f"ablation:{ablation}"
-        folder = self.out / subject_dir.name / (ORACLE_FOLDER if oracle_row else name.replace(":", "_")) / f"seed{seed}"
-        result_file = folder / "result.json"
         # tracked geometry: an eval frame the tracked head misses is the measured tracking error, not a bad file
         extra = ["subject.check_eval_cameras=false"] if geometry == "tracked" else []
-        if ablation is not None:
-            inv_cfg = self.invert_config("full", self.cfg.ablations[ablation], seed,
-                                         self.ablation_overrides(ablation) + extra)
+        if variant is not None:
+            name, prior, overrides, folder_name = self.variant(variant)
+            inv_cfg = self.invert_config("full", prior, seed, overrides + extra)
         else:
+            name = ORACLE_METHOD if oracle_row else method
+            folder_name = ORACLE_FOLDER if oracle_row else method
             inv_cfg = self.invert_config("full" if method == "no_prior" else method, self.cfg.prior, seed, extra)
+        folder = self.out / subject_dir.name / folder_name / f"seed{seed}"
+        result_file = folder / "result.json"
         digest = self.result_digest(name, inv_cfg, subject_dir, geometry)
         if self.cfg.reuse and result_file.is_file() and (folder / "renders.npy").is_file():
             try:
@@ -282,7 +308,7 @@ class Evaluator:
 
     # -- everything ---------------------------------------------------------------------------------
     def jobs(self, subjects: list[Path], geometry: dict[str, Path] | None = None) -> list[tuple]:
-        """(geometry folder, method, seed, ablation, geometry kind) in run order: subject by subject, so a
+        """(geometry folder, method, seed, variant, geometry kind) in run order: subject by subject, so a
         partial run is whole. ``geometry`` maps a subject name to its tracked folder (tracked geometry)."""
         out = []
         kind = self.cfg.geometry
@@ -291,7 +317,7 @@ class Evaluator:
             for method in self.cfg.methods:
                 seeds = self.cfg.seeds if method in SEEDED_METHODS else self.cfg.seeds[:1]
                 out += [(gdir, method, s, None, kind) for s in seeds]
-            out += [(gdir, "full", self.cfg.seeds[0], abl, kind) for abl in self.cfg.ablations]
+            out += [(gdir, "full", self.cfg.seeds[0], v, kind) for v in self.variants()]
             if self.cfg.oracle_row and kind == "tracked":
                 out.append((sdir, "full", self.cfg.seeds[0], None, "oracle"))
         return out
@@ -340,11 +366,13 @@ class Evaluator:
             torch.set_num_threads(before)
 
     def subjects(self) -> list[Path]:
-        """The split's subject folders (checked against the splits), once the ablation priors are found."""
-        for abl, ckpt in self.cfg.ablations.items():
+        """The split's subject folders (checked against the splits), once the variant priors are found."""
+        priors = {**{f"ablation '{a}'": p for a, p in self.cfg.ablations.items()},
+                  **{f"train_seed_priors[{s}]": p for s, p in self.cfg.train_seed_priors.items()}}
+        for what, ckpt in priors.items():
             if not Path(ckpt).is_file():
-                raise FileNotFoundError(f"ablation '{abl}': prior {ckpt} not found; train and export it "
-                                        f"(make eval trains it) or remove it from ablations")
+                raise FileNotFoundError(f"{what}: prior {ckpt} not found; train and export it (make eval trains "
+                                        f"it) or remove it from the evaluation config")
         subjects = find_subjects(self.cfg.subjects)
         check_subjects(self.cfg.split, subjects, self.cfg.train_identities)
         return subjects
@@ -359,7 +387,7 @@ class Evaluator:
         workers, threads = self.workers(len(todo))
         self.log(f"{len(subjects)} {self.cfg.split} subjects on {self.cfg.geometry} geometry, {len(jobs)} runs, "
                  f"{len(todo)} to compute (methods {self.cfg.methods}, seeds {self.cfg.seeds}, ablations "
-                 f"{sorted(self.cfg.ablations)}"
+                 f"{sorted(self.cfg.ablations)}, training seeds {sorted(self.cfg.train_seed_priors)}"
                  f"{', oracle row' if any(j[4] == 'oracle' and self.cfg.geometry == 'tracked' for j in jobs) else ''}"
                  f"; {workers} workers x {threads} threads) -> {self.out}")
         computed = iter(self._map(_run_task, todo, workers, threads, on_result=self.log_result) if todo else [])
@@ -411,16 +439,15 @@ def _init_worker(cfg: EvalConfig, evaluator: Evaluator | None = None) -> None:
 
 
 def _run_task(job: tuple) -> MethodResult:
-    sdir, method, seed, ablation, geometry = job
-    return _WORKER.run_one(sdir, method, seed, ablation, geometry)
+    return _WORKER.run_one(*job)
 
 
 def _run_config_task(task: tuple) -> MethodResult:
-    cfg, (sdir, method, seed, ablation, geometry) = task
+    cfg, job = task
     key = dump_config(cfg)
     if key not in _EVALUATORS:
         _EVALUATORS[key] = Evaluator(cfg)
-    return _EVALUATORS[key].run_one(sdir, method, seed, ablation, geometry)
+    return _EVALUATORS[key].run_one(*job)
 
 
 def _track_task(task: tuple) -> Path:

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from synshot import fsio
 from synshot.eval.metrics import HIGHER_IS_BETTER, absent_metrics
-from synshot.eval.protocol import ORACLE_METHOD, MethodResult
+from synshot.eval.protocol import ORACLE_METHOD, MethodResult, is_train_seed_method
 from synshot.eval.stats import DEFAULT_REPLICATES, Interval, bootstrap, paired_difference, verdict_word
 from synshot.invert.subject import Subject
 from synshot.images import image_grid, save_png, to_uint8
@@ -60,6 +60,21 @@ LABELS = {"psnr_full": "PSNR full ↑", "ssim_full": "SSIM full ↑", "l1_full":
 FORMATS = {"psnr_full": "{:.2f}", "psnr_head": "{:.2f}"}
 
 
+def method_rows(methods) -> list[str]:
+    """The report's method rows in order: baselines, full, its training-seed replicates, the oracle row."""
+    present = set(methods)
+    seeds = sorted((m for m in present if is_train_seed_method(m)), key=lambda m: int(m.rsplit(" ", 1)[1][:-1]))
+    order = [m for m in METHOD_ORDER[:-1] if m in present] + seeds
+    return order + [ORACLE_METHOD] * (ORACLE_METHOD in present)
+
+
+def describe(method: str) -> str:
+    if is_train_seed_method(method):
+        return ("the full method on the main prior retrained with this training seed (same data, config and "
+                "inversion settings; `full` is the main prior's own seed): the spread between training seeds")
+    return METHOD_DESCRIPTIONS[method]
+
+
 def _fmt(metric: str, x: float) -> str:
     return FORMATS.get(metric, "{:.4f}").format(x)
 
@@ -86,7 +101,8 @@ def summarise(results: list[MethodResult], replicates: int = DEFAULT_REPLICATES)
     for method, by_metric in frames.items():
         summary["intervals"][method] = {k: bootstrap(v, replicates).to_dict() for k, v in by_metric.items()}
     for method in frames:
-        base = "no_prior" if method == "full" else "full" if method.startswith("ablation:") else None
+        base = ("no_prior" if method == "full" else
+                "full" if method.startswith("ablation:") or is_train_seed_method(method) else None)
         if base in frames:
             summary["paired"][f"{method} - {base}"] = {
                 k: paired_difference(frames[method][k], frames[base][k], replicates=replicates).to_dict()
@@ -204,7 +220,7 @@ def _table(summary: dict, methods: list[str], metrics: list[str]) -> list[str]:
 def readme_summary(summary: dict, split: str) -> str:
     """The compact table + verdict the README carries (copied from here, so its wording is the report's)."""
     keys = [k for k in ("psnr_full", "psnr_head", "ssim_full", "l1_full") if k in summary["metrics"]]
-    methods = [m for m in METHOD_ORDER if m in summary["intervals"]]
+    methods = method_rows(summary["intervals"])
     ablations = sorted(m for m in summary["intervals"] if m.startswith("ablation:"))
     lines = [f"{len(summary['subjects'])} {split} subjects; mean [95 % bootstrap interval over subjects x frames]:",
              ""] + _table(summary, methods + ablations, keys)
@@ -243,7 +259,7 @@ def write_report(results: list[MethodResult], subjects: dict[str, Subject], out:
     columns = write_grids(results, subjects, out, max_frames, tile)
     plot = plot_intervals(summary, out / "psnr_intervals.png") if summary["intervals"] else None
     metrics = summary["metrics"]
-    methods = [m for m in METHOD_ORDER if m in summary["intervals"]]
+    methods = method_rows(summary["intervals"])
     n_frames = {iv["n_frames"] for m in summary["intervals"].values() for iv in m.values()}
     seeds = {m: sorted(d) for m, d in summary["seeds"].items()}
     lines = ["# SynShot evaluation report", "",
@@ -263,7 +279,7 @@ def write_report(results: list[MethodResult], subjects: dict[str, Subject], out:
     if absent:
         lines += ["**Absent columns:** " + "; ".join(f"`{k}` ({why})" for k, why in absent.items()) + ".", ""]
     lines += ["## Methods", ""] + _table(summary, methods, metrics)
-    lines += [""] + [f"- **{m}**: {METHOD_DESCRIPTIONS[m]}" for m in methods]
+    lines += [""] + [f"- **{m}**: {describe(m)}" for m in methods]
     lines += ["", f"**Verdict:** {verdict(summary)}", ""]
     paired = summary["paired"].get("full - no_prior")
     if paired:
@@ -275,6 +291,17 @@ def write_report(results: list[MethodResult], subjects: dict[str, Subject], out:
                 lines.append(f"| {LABELS[k]} | {d.mean:+.4f} | [{d.low:+.4f}, {d.high:+.4f}] | "
                              f"full {verdict_word(d, HIGHER_IS_BETTER[k])} no_prior |")
         lines.append("")
+    replicas = [m for m in methods if is_train_seed_method(m) and f"{m} - full" in summary["paired"]]
+    if replicas:
+        lines += ["### Training seeds (the main prior retrained with another seed, inverted with the full method)", "",
+                  "| prior | Δ PSNR full vs the main prior, paired | Δ SSIM full |", "|---|---|---|"]
+        for m in replicas:
+            d = summary["paired"][f"{m} - full"]
+            cells = [f"{d[k]['mean']:+.3g} [{d[k]['low']:+.3g}, {d[k]['high']:+.3g}]" if k in d else "–"
+                     for k in ("psnr_full", "ssim_full")]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines += ["", "A difference whose interval excludes 0 means the training seed alone moves the result: read the "
+                  "full - no_prior verdict with that spread in mind.", ""]
     if plot is not None:
         lines += [f"![PSNR (full frame) per method with 95 % intervals]({plot.name})", ""]
     lines += ["### Fairness and seeds", "", "| method | Gaussians | optimisation steps | mean PSNR full per seed |",
