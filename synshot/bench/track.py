@@ -31,17 +31,13 @@ VALIDATION_SEEDS = tuple(range(2001, 2011))
 INPUT_KINDS = {"frontal": "000.png", "expressive": "001.png", "profile": "002.png"}   # data_tools.subject inputs
 
 
-def _pose(cam: dict, par: dict) -> np.ndarray:
-    return np.asarray(cam["w2c"]) @ np.asarray(par["head_pose"])
-
-
 def compare(truth_dir: Path, tracked_dir: Path, head) -> list[dict]:
     """Per-photo errors of a tracked subject against the generator's truth."""
     import torch
 
     from synshot.head import IdentityParams
     from synshot.head.template import PART, REGION
-    from synshot.track.geometry import rotation_error_deg, similarity_align
+    from synshot.track.geometry import head_to_camera, rotation_error_deg, similarity_align
 
     t_cam = {f["file"]: f for f in json.loads((truth_dir / "cameras.json").read_text())["frames"]}
     t_par_all = json.loads((truth_dir / "params.json").read_text())
@@ -58,7 +54,7 @@ def compare(truth_dir: Path, tracked_dir: Path, head) -> list[dict]:
     for name in sorted(t_cam):
         if name not in f_cam:
             continue
-        T_true, T_fit = _pose(t_cam[name], t_par[name]), _pose(f_cam[name], f_par[name])
+        T_true, T_fit = head_to_camera(t_cam[name], t_par[name]), head_to_camera(f_cam[name], f_par[name])
         with torch.no_grad():
             v_true = head.vertices(t_id, torch.tensor(t_par[name]["expression"], dtype=torch.float32)).double().numpy()
             v_fit = head.vertices(f_id, torch.tensor(f_par[name]["expression"], dtype=torch.float32)).double().numpy()

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synshot.track.geometry import rotation_error_deg
+from synshot.track.geometry import head_to_camera, rotation_error_deg
 
 
 @dataclass
@@ -48,10 +48,6 @@ class HeadFrameAlignment:
         return {"scale": self.scale, "rotation": self.rotation.tolist(), "rotation_deg": angle,
                 "translation_m": self.translation.tolist(), "inliers": self.inliers,
                 "per_photo_disagreement_deg": self.per_photo_deg}
-
-
-def _head_to_camera(camera: dict, params: dict) -> np.ndarray:
-    return np.asarray(camera["w2c"], dtype=np.float64) @ np.asarray(params["head_pose"], dtype=np.float64)
 
 
 def _centre(T: np.ndarray) -> np.ndarray:
@@ -125,7 +121,7 @@ def alignment_from_subjects(recorded_cameras: dict, recorded_params: dict, track
     ``points``: photo -> tracked head-frame points, for the reprojection refinement."""
     def transforms(cams: dict, pars: dict) -> dict[str, np.ndarray]:
         by_file = {f["file"]: f for f in pars["frames"]}
-        return {f["file"]: _head_to_camera(f, by_file[f["file"]]) for f in cams["frames"] if f["file"] in by_file}
+        return {f["file"]: head_to_camera(f, by_file[f["file"]]) for f in cams["frames"] if f["file"] in by_file}
 
     K_rec = {f["file"]: np.asarray(f["K"], dtype=np.float64) for f in recorded_cameras["frames"] if "K" in f}
     K_trk = {f["file"]: np.asarray(f["K"], dtype=np.float64) for f in tracked_cameras["frames"] if "K" in f}
@@ -144,7 +140,7 @@ def align_eval_frames(cameras: dict, params: dict, alignment: HeadFrameAlignment
     out_cams, out_pars = [], []
     for cam in cameras["frames"]:
         par = by_file[cam["file"]]
-        T = _head_to_camera(cam, par)
+        T = head_to_camera(cam, par)
         A = np.eye(4)
         A[:3, :3] = T[:3, :3] @ alignment.rotation
         A[:3, 3] = (T[:3, :3] @ alignment.translation + T[:3, 3]) / alignment.scale

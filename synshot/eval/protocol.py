@@ -333,16 +333,11 @@ class Evaluator:
 
     def track(self, subjects: list[Path]) -> dict[str, Path]:
         """Tracked folder of each subject (tracked in parallel; cached ones are reused)."""
-        from synshot.eval.tracked import input_digest, is_current, read_tracking_error, source_digest
+        from synshot.eval.tracked import read_tracking_error, track_all
 
         track_cfg = load_config(TrackConfig, self.cfg.track_config, self.cfg.track_overrides)
-        tasks = [(s, self.tracked_dir(s), track_cfg) for s in subjects]
-        todo = [t for t in tasks if not is_current(t[1] / t[0].name, input_digest(t[0], track_cfg), source_digest(t[0]))]
-        if todo:
-            workers, threads = self.workers(len(todo))
-            self.log(f"tracking {len(todo)} of {len(tasks)} subjects from their input images ({workers} workers)")
-            self._map(_track_task, todo, workers, threads)
-        done = [_track_task(t) for t in tasks]  # all current now: this only checks and returns the folders
+        done = track_all(subjects, [self.tracked_dir(s) for s in subjects], track_cfg, self.cfg.workers,
+                         self.cfg.threads_per_worker)
         self.tracking = {s.name: {"dir": str(d), "error": read_tracking_error(d)} for s, d in zip(subjects, done)}
         return {s.name: d for s, d in zip(subjects, done)}
 
@@ -448,10 +443,3 @@ def _run_config_task(task: tuple) -> MethodResult:
     if key not in _EVALUATORS:
         _EVALUATORS[key] = Evaluator(cfg)
     return _EVALUATORS[key].run_one(*job)
-
-
-def _track_task(task: tuple) -> Path:
-    from synshot.eval.tracked import track_heldout
-
-    subject, tracked_dir, track_cfg = task
-    return track_heldout(subject, tracked_dir, track_cfg)

@@ -240,19 +240,29 @@ def _track_one(task: tuple) -> Path:
     return track_heldout(*task)
 
 
-def run(args, cfg: TrackConfig) -> int:
+def track_all(subjects: list[Path], tracked_dirs: list[Path], cfg: TrackConfig, workers: int | None = None,
+              threads: int | None = None, reuse: bool = True) -> list[Path]:
+    """Track held-out subjects (the ones without a current tracked folder in parallel processes,
+    synshot.eval.pool) -> each tracked folder, in order."""
     from synshot.eval.pool import pool_map, pool_size
 
-    tasks = [(s, Path(args.out) if args.out else default_tracked_dir(Path(s)), cfg, not args.no_reuse)
-             for s in args.subjects]
-    todo = [t for t in tasks if not (t[3] and is_current(Path(t[1]) / Path(t[0]).name, input_digest(Path(t[0]), cfg),
-                                                         source_digest(Path(t[0]))))]
-    workers, threads = pool_size(args.workers, len(todo))
-    if workers > 1:
-        pool_map(_track_one, todo, workers, threads)
-        tasks = [(*t[:3], True) for t in tasks]  # tracked just now
-    for task in tasks:  # the rest (or all, with one worker); current folders are only checked
-        log.info("%s -> %s", task[0], _track_one(task))
+    tasks = [(Path(s), Path(d), cfg, reuse) for s, d in zip(subjects, tracked_dirs)]
+    todo = [t for t in tasks if not (reuse and is_current(t[1] / t[0].name, input_digest(t[0], cfg),
+                                                          source_digest(t[0])))]
+    n, threads = pool_size(workers, len(todo), threads)
+    if todo:
+        log.info("tracking %d of %d subjects from their input images (%d workers)", len(todo), len(tasks), n)
+    if n > 1 and todo:
+        pool_map(_track_one, todo, n, threads)
+        tasks = [(*t[:3], True) for t in tasks]  # tracked just now: the loop below only checks them
+    return [_track_one(t) for t in tasks]
+
+
+def run(args, cfg: TrackConfig) -> int:
+    subjects = [Path(s) for s in args.subjects]
+    dirs = [Path(args.out) if args.out else default_tracked_dir(s) for s in subjects]
+    for subject, out in zip(subjects, track_all(subjects, dirs, cfg, args.workers, reuse=not args.no_reuse)):
+        log.info("%s -> %s", subject, out)
     return 0
 
 

@@ -29,6 +29,12 @@ def project(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor, f: torch.Ten
     return f * cam[..., :2] / cam[..., 2:3].clamp_min(1e-4) + c[..., None, :]
 
 
+def head_to_camera(camera: dict, params: dict) -> np.ndarray:
+    """4x4 ``w2c @ head_pose`` of one photo from its cameras.json frame and params.json record: where the
+    head sits in the camera, the only part of a monocular fit's pose that photos determine."""
+    return np.asarray(camera["w2c"], dtype=np.float64) @ np.asarray(params["head_pose"], dtype=np.float64)
+
+
 def rotation_error_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
     rel = np.asarray(Ra, dtype=np.float64) @ np.asarray(Rb, dtype=np.float64).T
     return math.degrees(math.acos(float(np.clip((np.trace(rel) - 1) / 2, -1, 1))))
