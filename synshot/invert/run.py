@@ -83,7 +83,7 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
     subject_dir = track_if_needed(subject_dir, out_dir, cfg.track, log=log)
     try:
         prior = resolve_prior(cfg.ckpt, cfg.run)
-        log(f"[invert] loading {describe_prior(prior)}")
+        log(f"loading {describe_prior(prior)}")
         model, _ = load_prior(prior, device)
         subject, head = prepare_subject(cfg, subject_dir)
         for w in subject.warnings:

@@ -32,7 +32,7 @@ def track_if_needed(subject_dir: str | Path, out_dir: str | Path, cfg: TrackConf
     out_dir = Path(out_dir)
     target = staged_tracked_subject(out_dir)   # moved into the outputs when they are published
     discard_tracked_subject(target, out_dir)   # one left by a killed run
-    log(f"[invert] {subject_dir} holds photos but no cameras.json: tracking them first (synshot track) -> "
+    log(f"{subject_dir} holds photos but no cameras.json: tracking them first (synshot track) -> "
         f"{out_dir / TRACKED_SUBJECT}")
     try:
         result = track_subject(subject_dir, target, cfg)
@@ -40,7 +40,7 @@ def track_if_needed(subject_dir: str | Path, out_dir: str | Path, cfg: TrackConf
         discard_tracked_subject(target, out_dir)
         raise
     for fr in result.frames:
-        log(f"[invert]   {fr['file']}: {fr['cue']}" + (f", landmark RMSE {fr['landmark_rmse_px']:.2f} px"
+        log(f"  {fr['file']}: {fr['cue']}" + (f", landmark RMSE {fr['landmark_rmse_px']:.2f} px"
                                                        if fr["cue"] == "landmarks" else
                                                        f", silhouette IoU {fr['silhouette_iou']:.2f}"))
     return target
