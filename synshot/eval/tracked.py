@@ -174,7 +174,7 @@ def track_heldout(subject_dir: str | Path, tracked_dir: str | Path, track_cfg: T
         raise UsageError(f"{subject_dir / 'images'}: missing; a held-out subject needs images/ (and eval/)")
     digest, source = input_digest(subject_dir, cfg), source_digest(subject_dir)
     if reuse and is_current(out, digest, source):
-        log.info("%s: tracked earlier (same images, masks and track config), reusing %s", subject_dir.name, out)
+        log.debug("%s: tracked earlier (same images, masks and track config), reusing %s", subject_dir.name, out)
         return out
     retrack = not (reuse and is_current(out, digest))
     with tempfile.TemporaryDirectory(prefix=f"heldout_{subject_dir.name}_") as tmp:
@@ -250,6 +250,9 @@ def track_all(subjects: list[Path], tracked_dirs: list[Path], cfg: TrackConfig, 
     todo = [t for t in tasks if not (reuse and is_current(t[1] / t[0].name, input_digest(t[0], cfg),
                                                           source_digest(t[0])))]
     n, threads = pool_size(workers, len(todo), threads)
+    # one line, not one per subject (a search checks the subjects once per trial), quiet when all are current
+    (log.info if todo else log.debug)("%d of %d subjects tracked earlier (same images, masks and track config), "
+                                      "reused", len(tasks) - len(todo), len(tasks))
     if todo:
         log.info("tracking %d of %d subjects from their input images (%d workers)", len(todo), len(tasks), n)
     if n > 1 and todo:
