@@ -83,18 +83,20 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
     tracked_dir = out / "tracked"  # = synshot.eval.tracked.default_tracked_dir of every subject (shared cache)
     tracked = [tracked_dir / p.name for p in subjects + validation]
     avatar_dir = out / "invert" / subjects[0].name
-    train_cmd = ["-m", "train", "--config", cfg.train_config, f"data.url={data}", f"out_dir={out}", "name=train",
-                 *cfg.train_overrides]
-    if cfg.nproc > 1:
-        train_cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(cfg.nproc)] + train_cmd
-    ablation_priors = {a: out / "ablations" / f"{a}.safetensors" for a in cfg.ablations}
 
-    def train_and_export(config: str, folder: Path, name: str, prior_path: Path, extra: list[str] = ()) -> list:
+    def train_command(config: str, folder: Path, name: str, extra: list[str] = ()) -> list[str]:
         cmd = ["-m", "train", "--config", config, f"data.url={data}", f"out_dir={folder}", f"name={name}",
                *cfg.train_overrides, *extra]
         if cfg.nproc > 1:
             cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(cfg.nproc)] + cmd
-        return [[python, *cmd], [python, "-m", "train.export", "--ckpt", str(folder / name), "--out", str(prior_path)]]
+        return cmd
+
+    def train_and_export(config: str, folder: Path, name: str, prior_path: Path, extra: list[str] = ()) -> list:
+        return [[python, *train_command(config, folder, name, extra)],
+                [python, "-m", "train.export", "--ckpt", str(folder / name), "--out", str(prior_path)]]
+
+    train_cmd = train_command(cfg.train_config, out, "train")
+    ablation_priors = {a: out / "ablations" / f"{a}.safetensors" for a in cfg.ablations}
 
     ablation_cmds = [c for a, path in ablation_priors.items()
                      for c in train_and_export(f"configs/train/ablation_{a}.yaml", out / "ablations", a, path)]

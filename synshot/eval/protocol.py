@@ -59,13 +59,23 @@ ORACLE_FOLDER = "full_oracle"
 TRAIN_SEED_VARIANT = "train_seed:"  # + N: a job variant on the main prior retrained with training seed N
 
 
+TRAIN_SEED_METHOD = "full (training seed {})"
+
+
 def train_seed_method(seed: int) -> str:
     """The row label of the full method on the main prior retrained with training seed ``seed``."""
-    return f"full (training seed {seed})"
+    return TRAIN_SEED_METHOD.format(seed)
+
+
+def train_seed_of(method: str) -> int | None:
+    """The training seed of a :func:`train_seed_method` label; None for any other method."""
+    head, tail = TRAIN_SEED_METHOD.split("{}")
+    inner = method[len(head):-len(tail)] if method.startswith(head) and method.endswith(tail) else ""
+    return int(inner) if inner.isdigit() else None
 
 
 def is_train_seed_method(method: str) -> bool:
-    return method.startswith("full (training seed ")
+    return train_seed_of(method) is not None
 # files of a subject folder that report on it and feed nothing (left out of the result digests)
 REPORT_ONLY_FILES = ("tracking.json", "tracking.png", "heldout.json", "tracking_error.json")
 
@@ -372,12 +382,16 @@ class Evaluator:
         check_subjects(self.cfg.split, subjects, self.cfg.train_identities)
         return subjects
 
-    def run(self) -> tuple[list[MethodResult], dict[str, Subject]]:
+    def plan(self) -> tuple[list[Path], dict[str, Path], list[tuple], list[MethodResult | None]]:
+        """(subjects, tracked folders, jobs, each job's cached result or None): what is left to compute."""
         subjects = self.subjects()
         self.tracking = {}
         geometry = self.track(subjects) if self.cfg.geometry == "tracked" else {}
         jobs = self.jobs(subjects, geometry)
-        results = [self.run_one(*job, cached_only=True) for job in jobs]  # cached ones need no worker
+        return subjects, geometry, jobs, [self.run_one(*job, cached_only=True) for job in jobs]
+
+    def run(self) -> tuple[list[MethodResult], dict[str, Subject]]:
+        subjects, geometry, jobs, results = self.plan()  # cached results need no worker
         todo = [job for job, r in zip(jobs, results) if r is None]
         workers, threads = self.workers(len(todo))
         self.log(f"{len(subjects)} {self.cfg.split} subjects on {self.cfg.geometry} geometry, {len(jobs)} runs, "
@@ -406,20 +420,14 @@ def compute_uncached(evaluators: list[Evaluator], log: Callable[[str], None] | N
     log = log or evaluators[0].log
     tasks = []
     for ev in evaluators:
-        subjects = ev.subjects()
-        geometry = ev.track(subjects) if ev.cfg.geometry == "tracked" else {}
-        tasks += [(ev.cfg, job) for job in ev.jobs(subjects, geometry) if ev.run_one(*job, cached_only=True) is None]
+        _, _, jobs, cached = ev.plan()
+        tasks += [(ev.cfg, job) for job, r in zip(jobs, cached) if r is None]
     if not tasks:
         return 0
     first = evaluators[0]
-    workers, threads = pool_size(first.cfg.workers, len(tasks), first.cfg.threads_per_worker)
+    workers, threads = first.workers(len(tasks))
     log(f"{len(tasks)} runs of {len(evaluators)} evaluations to compute ({workers} workers x {threads} threads)")
-    report = lambda r: log(result_line(r))  # noqa: E731
-    if workers > 1:
-        pool_map(_run_config_task, tasks, workers, threads, on_result=report)
-    else:
-        for task in tasks:
-            report(_run_config_task(task))
+    first._map(_run_config_task, tasks, workers, threads, on_result=lambda r: log(result_line(r)))
     return len(tasks)
 
 

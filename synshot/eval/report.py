@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from synshot import fsio
 from synshot.eval.metrics import HIGHER_IS_BETTER, absent_metrics
-from synshot.eval.protocol import ORACLE_METHOD, MethodResult, is_train_seed_method
+from synshot.eval.protocol import ORACLE_METHOD, MethodResult, is_train_seed_method, train_seed_of
 from synshot.eval.stats import DEFAULT_REPLICATES, Interval, bootstrap, paired_difference, verdict_word
 from synshot.invert.subject import Subject
 from synshot.images import image_grid, save_png, to_uint8
@@ -63,7 +63,7 @@ FORMATS = {"psnr_full": "{:.2f}", "psnr_head": "{:.2f}"}
 def method_rows(methods) -> list[str]:
     """The report's method rows in order: baselines, full, its training-seed replicates, the oracle row."""
     present = set(methods)
-    seeds = sorted((m for m in present if is_train_seed_method(m)), key=lambda m: int(m.rsplit(" ", 1)[1][:-1]))
+    seeds = sorted((m for m in present if is_train_seed_method(m)), key=train_seed_of)
     order = [m for m in METHOD_ORDER[:-1] if m in present] + seeds
     return order + [ORACLE_METHOD] * (ORACLE_METHOD in present)
 
