@@ -20,6 +20,7 @@ from synshot.data.loader import LoaderConfig
 from synshot.losses import LossConfig
 from synshot.model import ModelConfig
 from synshot.render.config import RenderConfig
+from train.encoder_input import EncoderInputConfig
 
 
 class OptimConfig(ConfigBase):
@@ -95,6 +96,7 @@ class TrainConfig(ConfigBase):
 
     data: LoaderConfig  # data.batch_size is the micro-batch per rank
     model: ModelConfig = ModelConfig()
+    encoder_input: EncoderInputConfig = EncoderInputConfig()  # E_id's texture: albedo or unwrapped from the views
     loss: LossConfig = LossConfig()
     render: RenderConfig = RenderConfig()  # backend; images are rendered on loss.background
     optim: OptimConfig = OptimConfig()

@@ -91,6 +91,7 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
     from train.loop import LoopSettings, Trainer
     from synshot.seeding import seed_everything
     from train.state import restore_rng
+    from train.encoder_input import EncoderInput
     from train.task import PriorTask
     from train.tb import TBLogger
     from train.validate import Validator
@@ -114,7 +115,7 @@ def train(cfg, resume: str = "auto", stop=None) -> int:
         loss = PriorLoss(cfg.loss).to(env.device)
         loader = make_loader(cfg.data, rank, world)
         _check_head_version(loader, rank)
-        task = PriorTask(loss, cfg.render, env.device, bf16)
+        task = PriorTask(loss, cfg.render, env.device, bf16, EncoderInput(cfg.encoder_input))
         validator = Validator(cfg, task, rank, world) if cfg.logging.val_samples > 0 else None
         engine, _ = build_engine(model, cfg.optim, cfg.distributed, env, cfg.data.batch_size, cfg.max_steps)
         if validator is not None:

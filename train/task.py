@@ -16,6 +16,7 @@ import torch
 from synshot.losses import PriorLoss
 from synshot.model import render_gaussians
 from synshot.render.config import RenderConfig
+from train.encoder_input import EncoderInput
 from train.loop import StepOutput
 
 TENSOR_KEYS = ("tex", "verts", "exp", "rgb", "mask", "K", "w2c", "head_pose", "expression_coeffs")
@@ -36,8 +37,10 @@ def to_float(obj: Any) -> Any:
 class PriorTask:
     """Runs one micro-batch through the prior; also used (without grad) by validation."""
 
-    def __init__(self, loss: PriorLoss, render: RenderConfig, device: str, bf16: bool) -> None:
+    def __init__(self, loss: PriorLoss, render: RenderConfig, device: str, bf16: bool,
+                 encoder_input: EncoderInput | None = None) -> None:
         self.loss, self.render, self.device, self.bf16 = loss, render, device, bf16
+        self.encoder_input = encoder_input  # rewrites batch["tex"] (train.encoder_input)
         self.timer = None  # a train.telemetry.PhaseTimer set by the Trainer: times the rasteriser forward
 
     def _phase(self, name: str):
@@ -48,7 +51,7 @@ class PriorTask:
         for k in TENSOR_KEYS:
             if k in out:
                 out[k] = out[k].to(self.device, non_blocking=True)
-        return out
+        return self.encoder_input(out) if self.encoder_input is not None else out
 
     def _autocast(self):
         if not self.bf16:

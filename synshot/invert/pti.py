@@ -26,7 +26,7 @@ from synshot.camera import apply_camera_delta, pose_points, project_points
 from synshot.cli import get_logger
 from synshot.invert.headio import HeadAdapter, atlas_mask
 from synshot.invert.subject import Subject
-from synshot.invert.unwrap import unwrap_texture
+from synshot.invert.unwrap import posed_uv_positions, unwrap_texture
 
 
 @dataclass
@@ -109,13 +109,10 @@ class Inversion:
         verts = self.head.uv_maps(neutral, s)["verts"].to(d)  # the identity's neutral shape
         masks = self.head.region_masks(s)
         valid = atlas_mask(masks).to(d)
-        pos_world = []
-        for i in range(rgb.shape[0]):
-            exp = self.head.exp_map(batch["expression"][i].cpu(), s).to(d)
-            pos = (verts + exp).reshape(3, -1).T
-            pos_world.append(pose_points(pos, batch["head_pose"][i]).T.reshape(3, s, s))
+        pos_world = posed_uv_positions(verts, self.head.exp_maps(batch["expression"].cpu(), s).to(d),
+                                       batch["head_pose"])
         fill = self._fill_texture(s).to(d)
-        tex, coverage = unwrap_texture(torch.stack(pos_world), valid, rgb, batch["mask"], batch["K"], batch["w2c"],
+        tex, coverage = unwrap_texture(pos_world, valid, rgb, batch["mask"], batch["K"], batch["w2c"],
                                        fill, mask_threshold=self.cfg.subject.mask_threshold)
         boxes = []
         for i in range(rgb.shape[0]):

@@ -59,6 +59,15 @@ def zbuffer_visibility(pix: Tensor, z: Tensor, width: int, height: int, K: Tenso
     return visible
 
 
+def posed_uv_positions(verts: Tensor, exp: Tensor, head_pose: Tensor) -> Tensor:
+    """(N,3,S,S) world position of every texel: neutral ``verts`` (3,S,S) plus each frame's expression
+    offsets ``exp`` (N,3,S,S), moved by its head pose (N,4,4)."""
+    n, _, s, _ = exp.shape
+    pos = (verts[None] + exp).reshape(n, 3, s * s)
+    world = head_pose[:, :3, :3] @ pos + head_pose[:, :3, 3:]
+    return world.reshape(n, 3, s, s)
+
+
 @torch.no_grad()
 def unwrap_texture(pos_world: Tensor, valid: Tensor, rgb: Tensor, mask: Tensor, K: Tensor, w2c: Tensor,
                    fill: Tensor, *, full_weight: float = 0.3, mask_threshold: float = 0.5
