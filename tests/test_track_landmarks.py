@@ -79,20 +79,19 @@ def test_jaw_contour_is_the_silhouette(tiny_head, yaw_deg):
     assert np.median(to_edge) < 2.5 and (to_edge < 5).mean() > 0.85, to_edge
 
 
-@pytest.mark.slow
-def test_landmark_fit_recovers_a_known_head(tiny_head):
-    """Observations made by the model itself (random identity, expression, pose): the fit recovers them."""
+def _model_observations(tiny_head):
+    """Landmarks made by the model itself (random identity, three expressions and poses):
+    (identity, expressions (3, E), observations, true rotations)."""
     from synshot.head.params import FEATURE_NAMES, N_SHAPE
-    from synshot.track.config import FitConfig
-    from synshot.track.fit import LandmarkHead, PhotoObservation, fit_landmarks
-    from synshot.track.geometry import rotation_error_deg
+    from synshot.track.fit import LandmarkHead, PhotoObservation
+    from synshot.track.geometry import project
 
     rng = np.random.default_rng(5)
     ident = IdentityParams.mean()
     ident.shape = rng.normal(0, 1, N_SHAPE).tolist()
     ident.features = rng.normal(0, 1, len(FEATURE_NAMES)).tolist()
     lhead = LandmarkHead(tiny_head)
-    obs, truth = [], []
+    obs, truth, exprs = [], [], []
     for k, (yaw, pitch) in enumerate(((5.0, 3.0), (-25.0, -5.0), (20.0, 8.0))):
         e = torch.zeros(12)
         if k == 1:
@@ -102,8 +101,6 @@ def test_landmark_fit_recovers_a_known_head(tiny_head):
         f, c = torch.tensor(600.0), torch.tensor([160.0, 160.0])
         with torch.no_grad():
             v = lhead.vertices(ident, e)
-            from synshot.track.geometry import project
-
             px = project(v, R, t, f, c)
             lm = project(lhead.fixed_points(v), R, t, f, c)
             contour = lhead.emb.contour(px, R, lhead.bands)
@@ -112,9 +109,39 @@ def test_landmark_fit_recovers_a_known_head(tiny_head):
         size = float(np.ptp(pts[:, 0]))
         obs.append(PhotoObservation(f"{k}.png", 320, 320, pts, size, 600.0))
         truth.append(R.double().numpy())
+        exprs.append(e.numpy())
+    return ident, np.stack(exprs), obs, truth
+
+
+@pytest.mark.slow
+def test_landmark_fit_recovers_a_known_head(tiny_head):
+    """Observations made by the model itself (random identity, expression, pose): the fit recovers them."""
+    from synshot.track.config import FitConfig
+    from synshot.track.fit import fit_landmarks
+    from synshot.track.geometry import rotation_error_deg
+
+    _, _, obs, truth = _model_observations(tiny_head)
     fit = fit_landmarks(tiny_head, obs, FitConfig(pose_steps=40, shape_steps=100, expression_steps=100),
                         shared_focal=True)
     for k in range(3):
         assert rotation_error_deg(fit.rotations[k], truth[k]) < 2.0
         assert fit.rmse_px[k] < 1.5
     assert fit.expressions[1][1] > 0.3 and fit.expressions[0].max() < 0.3     # smile found where it was
+
+
+def test_pose_only_fit_with_the_known_face_is_exact_on_model_landmarks(tiny_head):
+    """The bench's landmark floor (fit_landmarks(known=...)): with the true face and noiseless landmarks
+    only the pose is left, and it comes out right; a wrong face gives a measurably worse pose."""
+    from synshot.track.config import FitConfig
+    from synshot.track.fit import fit_landmarks
+    from synshot.track.geometry import rotation_error_deg
+
+    ident, exprs, obs, truth = _model_observations(tiny_head)
+    cfg = FitConfig(pose_steps=40, shape_steps=100, expression_steps=100)
+    fit = fit_landmarks(tiny_head, obs, cfg, shared_focal=True, known=(ident, exprs))
+    errors = [rotation_error_deg(fit.rotations[k], truth[k]) for k in range(3)]
+    assert max(errors) < 1.0 and fit.rmse_px.max() < 1.0, (errors, fit.rmse_px)
+    assert np.allclose(fit.shape, 0) and np.allclose(fit.expressions, 0)   # nothing but the pose was fitted
+    wrong = IdentityParams.mean()
+    fit = fit_landmarks(tiny_head, obs, cfg, shared_focal=True, known=(wrong, np.zeros_like(exprs)))
+    assert fit.rmse_px.max() > 1.0, fit.rmse_px

@@ -14,6 +14,8 @@ after a similarity (Umeyama) alignment, which removes the scale/depth ambiguity 
 Figures (means over photos, with the 90th percentile): ``track_rot_err_deg_{landmarks,silhouette}``,
 ``track_{rot_err_deg,face_vertex_err_mm,cam_dist_err_pct}_{frontal,expressive,profile}`` (means),
 ``track_face_vertex_err_mm``, ``track_cam_dist_err_pct``, ``track_landmark_rmse_px``,
+``track_rot_err_deg_landmark_floor`` (the landmark-fitted photos re-fitted for pose alone with the true
+identity, expressions and focal: the error landmarks alone leave; :func:`landmark_pose_floor`),
 ``track_s_per_photo``, ``track_detected_fraction``.
 """
 
@@ -69,6 +71,32 @@ def compare(truth_dir: Path, tracked_dir: Path, head) -> list[dict]:
     return rows
 
 
+def landmark_pose_floor(truth_dir: Path, tracked_dir: Path, head, cfg) -> dict[str, float]:
+    """Rotation error (deg) per landmark-fitted photo of a pose-only fit with the true identity,
+    expressions and focal length on the same detected landmarks: what landmarks alone allow, so the
+    tracker's error can be split into the landmarks' share and the shape/expression fit's share."""
+    from synshot.head import IdentityParams
+    from synshot.track.fit import PhotoObservation, fit_landmarks
+    from synshot.track.geometry import head_to_camera, rotation_error_deg
+
+    t_cam = {f["file"]: f for f in json.loads((truth_dir / "cameras.json").read_text())["frames"]}
+    t_par_all = json.loads((truth_dir / "params.json").read_text())
+    t_par = {f["file"]: f for f in t_par_all["frames"]}
+    report = [f for f in json.loads((tracked_dir / "tracking.json").read_text())["frames"] if f["cue"] == "landmarks"]
+    if not report:
+        return {}
+    obs = []
+    for f in report:
+        l, t, r, b = f["face_box"]
+        cam = t_cam[f["file"]]
+        obs.append(PhotoObservation(f["file"], cam["width"], cam["height"], np.asarray(f["detected_landmarks"]),
+                                    float(np.sqrt((r - l) * (b - t))), float(np.asarray(cam["K"])[0][0])))
+    known = (IdentityParams.from_dict(t_par_all["identity"]), np.stack([t_par[f["file"]]["expression"] for f in report]))
+    fit = fit_landmarks(head, obs, cfg.fit.model_copy(update={"fit_focal": False}), False, known=known)
+    return {o.name: rotation_error_deg(fit.rotations[k], head_to_camera(t_cam[o.name], t_par[o.name])[:3, :3])
+            for k, o in enumerate(obs)}
+
+
 def _stat(values: list[float]) -> tuple[float, float]:
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     if len(v) == 0:
@@ -112,12 +140,15 @@ def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | Non
             report = json.loads((tmp / f"t{seed}" / "tracking.json").read_text())
             false_warnings += sum("different people" in w for w in report["warnings"])   # one person each
             sub = compare(truth, tmp / f"t{seed}", head)
+            floor = landmark_pose_floor(truth, tmp / f"t{seed}", head, cfg)
             for r in sub:
                 r["seed"] = seed
+                r["rot_err_deg_floor"] = floor.get(r["file"])
             rows += sub
             print(f"[bench track] seed {seed}: " + ", ".join(
-                f"{r['file']} {r['cue']} rot {r['rot_err_deg']:.1f} deg, face {r['face_vertex_err_mm']:.1f} mm, "
-                f"dist {r['cam_dist_err_pct']:.1f}%" for r in sub), flush=True)
+                f"{r['file']} {r['cue']} rot {r['rot_err_deg']:.1f} deg"
+                + (f" (floor {r['rot_err_deg_floor']:.1f})" if r["rot_err_deg_floor"] is not None else "")
+                + f", face {r['face_vertex_err_mm']:.1f} mm, dist {r['cam_dist_err_pct']:.1f}%" for r in sub), flush=True)
             if keep:
                 dst = Path(keep) / f"s{seed}"
                 shutil.rmtree(dst, ignore_errors=True)
@@ -132,7 +163,8 @@ def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | Non
                                ("face_vertex_err_mm", rows, "face_vertex_err_mm"),
                                ("face_vertex_err_mm_landmarks", lm, "face_vertex_err_mm"),
                                ("cam_dist_err_pct", rows, "cam_dist_err_pct"),
-                               ("landmark_rmse_px", lm, "landmark_rmse_px")):
+                               ("landmark_rmse_px", lm, "landmark_rmse_px"),
+                               ("rot_err_deg_landmark_floor", lm, "rot_err_deg_floor")):
         mean, p90 = _stat([r[field] for r in subset])
         out[f"track_{key}"] = mean
         out[f"track_{key}_p90"] = p90

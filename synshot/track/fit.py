@@ -121,8 +121,11 @@ def pnp_init(lhead: LandmarkHead, obs: PhotoObservation, focal: float) -> tuple[
 
 
 def fit_landmarks(head: HeadModel, observations: list[PhotoObservation], cfg: FitConfig, shared_focal: bool,
-                  log=None) -> FitResult:
+                  log=None, known: tuple[IdentityParams, np.ndarray] | None = None) -> FitResult:
     """Jointly fit identity, expressions, poses and focal lengths to the detected landmarks.
+
+    ``known`` = (identity, (N, E) expressions) fixes the face to a known one and fits only the poses
+    (with every stage's step budget): the accuracy floor of landmark-based pose (synshot.bench.track).
 
     All photos are projected in one batched pass. The deformation (the costly part) is evaluated
     only when the stage changes it: once for the pose stage, once per step (shared by every photo,
@@ -149,7 +152,16 @@ def fit_landmarks(head: HeadModel, observations: list[PhotoObservation], cfg: Fi
     sigma2 = cfg.robust_sigma ** 2
     guess_f = guess.float()
 
+    if known is not None:
+        with torch.no_grad():
+            known_verts = torch.stack([lhead.vertices(known[0], torch.as_tensor(e, dtype=torch.float32))
+                                       for e in known[1]])
+        cfg = cfg.model_copy(update={"pose_steps": cfg.pose_steps + cfg.shape_steps + cfg.expression_steps,
+                                     "shape_steps": 0, "expression_steps": 0})
+
     def vertices(stage: str) -> torch.Tensor:
+        if known is not None:
+            return known_verts
         ident = identity_with(shape, feats)
         if stage == "shape":
             return lhead.vertices(ident, torch.zeros(lhead.n_expr)).expand(n, -1, -1)
