@@ -63,9 +63,9 @@ def posed_uv_positions(verts: Tensor, exp: Tensor, head_pose: Tensor) -> Tensor:
     """(N,3,S,S) world position of every texel: neutral ``verts`` (3,S,S) plus each frame's expression
     offsets ``exp`` (N,3,S,S), moved by its head pose (N,4,4)."""
     n, _, s, _ = exp.shape
-    pos = (verts[None] + exp).reshape(n, 3, s * s)
-    world = head_pose[:, :3, :3] @ pos + head_pose[:, :3, 3:]
-    return world.reshape(n, 3, s, s)
+    pos = (verts[None] + exp).reshape(n, 3, s * s).transpose(1, 2)           # (N,P,3), as synshot.camera.pose_points
+    world = pos @ head_pose[:, :3, :3].transpose(1, 2) + head_pose[:, None, :3, 3]
+    return world.transpose(1, 2).reshape(n, 3, s, s)
 
 
 @torch.no_grad()
