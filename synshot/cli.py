@@ -288,6 +288,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data inspect": ("data_tools.inspect:main", "validate a dataset and draw a contact sheet"),
     "data subject": ("data_tools.subject:main", "render a held-out synthetic subject folder"),
     "data scaling": ("data_tools.identity_scaling:main", "identity-scaling study: table + plot from runs"),
+    "data length": ("data_tools.training_length:main", "training-length study: table + plot from a run's checkpoints"),
     "head sheet": ("synshot.head.contact_sheet:main", "ray-traced sheet of sampled identities x expressions"),
     "head landmarks": ("synshot.head.landmarks:main", "calibrate / draw the 68 landmarks on the head model"),
     "track": ("data_tools.track:main", "fit the head model to 1-3 photos -> a subject folder"),

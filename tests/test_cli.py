@@ -85,6 +85,7 @@ SUBCOMMANDS = {
     "data inspect": (["data/none"], "sheet_samples", 2, "verify_hash", True),
     "data subject": ([], "size", 32, "seed", 3001),
     "data scaling": (["runs/a"], "plot", "p.png", "baseline", "m.json"),
+    "data length": (["runs/a"], "plot", "p.png", "baseline", "runs/a/eval_noprior"),
     "head sheet": ([], "identities", 2, "spp", 4),
     "head landmarks": ([], "identities", 2, "calibrate", True),
     "track": (["photos/"], "image_side", 512, "seed", 3),

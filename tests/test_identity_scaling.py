@@ -1,4 +1,4 @@
-"""The identity-scaling table: paired differences over the same subjects, and the intervals."""
+"""The identity-scaling and training-length tables: paired differences over the same subjects, and the intervals."""
 
 import math
 
@@ -26,3 +26,39 @@ def test_table_has_one_row_per_run_with_the_means():
     line = next(x for x in text.splitlines() if x.startswith("| 38 "))
     assert "| 17.50 | 12.50 | 14.50 | 19.50 |" in line and "-5.00" in line and "+2.00" in line
     assert "2 validation subjects" in text
+
+
+def _result(folder, subject, method, psnr_per_frame):
+    import json
+
+    path = folder / subject / method / "seed0" / "result.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"frames": {"psnr_full": psnr_per_frame}}))
+
+
+def test_training_length_rows_per_step_against_one_baseline(tmp_path):
+    import json
+
+    import pytest
+
+    from data_tools.training_length import collect, table
+    from synshot.cli import UsageError
+
+    run, base = tmp_path / "small", tmp_path / "noprior"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"name": "small", "encoder_input": {"tex": "unwrapped"}}))
+    for s, v in (("s1", 16.0), ("s2", 17.0)):
+        _result(base, s, "no_prior", [v - 1, v + 1])
+        _result(run / "eval_steps" / "500", s, "prior_only", [v - 4])
+        _result(run / "eval_steps" / "3000", s, "prior_only", [v - 1])
+        _result(run / "eval_steps" / "3000", s, "full", [v + 2])
+    rows = collect([run], base)
+    assert [r["step"] for r in rows] == [500, 3000]          # numeric order, not text order
+    assert rows[0]["delta_prior_only"][:1] == (-4.0,) and rows[1]["delta_full"][:1] == (2.0,)
+    text = table(rows)
+    assert "| small (E_id input: unwrapped) | 500 | 12.50 | – | – | 16.50 | -4.00" in text
+    assert "| small (E_id input: unwrapped) | 3000 | 15.50 | – | 18.50 | 16.50 | -1.00" in text
+    with pytest.raises(UsageError, match="no no_prior results"):
+        collect([run], tmp_path / "missing")
+    with pytest.raises(UsageError, match="not a training run"):
+        collect([base], base)

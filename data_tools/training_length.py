@@ -1,0 +1,133 @@
+"""Training-length study: how the prior's validation numbers grow with its training steps.
+
+    synshot data length RUN_DIR [RUN_DIR ...] --baseline EVAL_DIR --plot docs/img/training_length.png
+
+Each RUN_DIR is a training run (``config.json`` from ``python -m train``) whose checkpoints were
+exported and evaluated on validation subjects into ``RUN_DIR/eval_steps/<step>/`` (the layout of
+``synshot eval ... split=validation out=RUN_DIR/eval_steps/<step>``). The no-prior baseline, which
+does not depend on the checkpoint, comes from ``--baseline``. Prints a markdown table per run and
+step (mean ``psnr_full`` per method, paired difference to the no-prior fit with a 95 % t interval
+over subjects); the plot draws prior only (and any other evaluated method) against steps, one
+line style per run, with the no-prior mean as a horizontal line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from data_tools.identity_scaling import METHODS, _mean, _num, paired, per_subject
+from synshot.cli import Command, UsageError
+from synshot.config import ConfigBase
+from synshot.fsio import write_text
+
+
+def run_label(config: dict) -> str:
+    """What tells runs apart in this study: E_id's texture input (train/encoder_input.py)."""
+    tex = config.get("encoder_input", {}).get("tex", "albedo")
+    return f"{config.get('name', '?')} (E_id input: {tex})"
+
+
+def collect(runs: list[Path], baseline: Path, metric: str = "psnr_full") -> list[dict]:
+    """One row per (run, evaluated step)."""
+    no_prior = per_subject(baseline, "no_prior", metric)
+    if not no_prior:
+        raise UsageError(f"{baseline}: no no_prior results (run synshot eval methods=[no_prior] out={baseline})")
+    rows = []
+    for run in runs:
+        config_path = run / "config.json"
+        if not config_path.is_file():
+            raise UsageError(f"{config_path}: not a training run folder (python -m train writes config.json)")
+        config = json.loads(config_path.read_text())
+        steps = sorted((p for p in (run / "eval_steps").glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
+        if not steps:
+            raise UsageError(f"{run / 'eval_steps'}: no evaluated steps (synshot eval ... out={run}/eval_steps/<step>)")
+        for step_dir in steps:
+            psnr = {m: per_subject(step_dir, m, metric) for m in METHODS if m != "no_prior"}
+            psnr["no_prior"] = no_prior
+            row = {"run": run.name, "label": run_label(config), "step": int(step_dir.name), "psnr": psnr}
+            for m in ("prior_only", "stage1_only", "full"):
+                row[f"delta_{m}"] = paired(psnr[m], no_prior)
+            rows.append(row)
+    return rows
+
+
+def _delta(value: tuple[float, float, int]) -> str:
+    return _num(value[0], "{:+.2f}") + ("" if math.isnan(value[1]) else f" ± {value[1]:.2f}")
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| run | steps | prior only | stage 1 only | full | no prior | prior only − no prior | full − no prior |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p = r["psnr"]
+        lines.append(f"| {r['label']} | {r['step']} | " + " | ".join(
+            _num(_mean(p[m])) for m in ("prior_only", "stage1_only", "full", "no_prior"))
+            + f" | {_delta(r['delta_prior_only'])} | {_delta(r['delta_full'])} |")
+    n = max((len(r["psnr"]["no_prior"]) for r in rows), default=0)
+    lines.append(f"\nPSNR in dB (whole frame on white), mean over {n} validation subjects x their eval frames; "
+                 f"differences are paired over the same subjects, ± the 95 % t interval; – = not evaluated at that step.")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.8), dpi=120)
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    for i, label in enumerate(labels):
+        mine = [r for r in rows if r["label"] == label]
+        for m, marker in (("prior_only", "o-"), ("stage1_only", "s:"), ("full", "^--")):
+            pts = [(r["step"], _mean(r["psnr"][m])) for r in mine if r["psnr"][m]]
+            if pts:
+                ax.plot(*zip(*pts), f"C{i}{marker}", label=f"{m.replace('_', ' ')}, {label}")
+    ax.axhline(_mean(rows[0]["psnr"]["no_prior"]), color="k", ls="--", lw=1, label="no prior")
+    ax.set_xlabel("training steps (4 images each)")
+    ax.set_ylabel("PSNR on validation subjects (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+class LengthConfig(ConfigBase):
+    """Which runs make the study, and where its table and plot go."""
+
+    runs: list[str] = []  # training run folders with eval_steps/<step>/ evaluations
+    baseline: str | None = None  # eval folder holding the no-prior results of the same subjects
+    metric: str = "psnr_full"  # per-frame metric of synshot.eval
+    plot: str | None = None  # write the PSNR-vs-steps plot here (PNG)
+
+
+CLI = Command("data length", "Training-length study: a table (and plot) from a run's checkpoints and their evaluations.",
+              config_cls=LengthConfig, out_help="also write the collected rows here (JSON)",
+              example="synshot data length runs/small --baseline runs/small/eval_noprior --plot docs/img/training_length.png")
+CLI.option("runs", key="runs", nargs="*", help="training run folders")
+CLI.option("--baseline", key="baseline", help="eval folder holding the no-prior results")
+CLI.option("--metric", key="metric", help="per-frame metric of synshot.eval (default psnr_full)")
+CLI.option("--plot", key="plot", help="PNG plot of PSNR vs training steps")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return CLI.main(argv, run)
+
+
+def run(args, cfg: LengthConfig) -> int:
+    if not cfg.runs or not cfg.baseline:
+        raise UsageError("synshot data length RUN_DIR [RUN_DIR ...] --baseline EVAL_DIR (the no-prior results)")
+    rows = collect([Path(r) for r in cfg.runs], Path(cfg.baseline), cfg.metric)
+    print(table(rows))
+    if cfg.plot:
+        plot(rows, Path(cfg.plot))
+    if args.out:
+        write_text(args.out, json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
