@@ -77,7 +77,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.0, 3.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.0, 3.8), dpi=110)
     labels = list(dict.fromkeys(r["label"] for r in rows))
     for i, label in enumerate(labels):
         mine = [r for r in rows if r["label"] == label]
@@ -89,7 +89,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_xlabel("training steps (4 images each)")
     ax.set_ylabel("PSNR on validation subjects (dB)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
