@@ -52,12 +52,13 @@ def run(quick: bool = False) -> dict[str, float]:
                  "name=small", f"max_steps={steps}", "logging.every_n_steps=1", "logging.val_samples=0",
                  "logging.image_every_n_steps=100000", "logging.progress=false",
                  f"checkpoint.every_n_steps={steps}", "--resume", "never"], env)
-        samples_per_s, rss = _read(work / "runs" / "small", skip)
+        samples_per_s, rss, split = _read(work / "runs" / "small", skip)
     return {
         "small_data_images_per_s": images / wall,
         "small_data_images_per_cpu_s": images / max(cpu, 1e-9),
         "small_train_samples_per_s": samples_per_s,
         "small_train_peak_rss_mb": rss,
+        "small_train_step_s": split["step"],
     }
 
 
