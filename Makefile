@@ -106,7 +106,7 @@ prior: setup
 	$(SYNSHOT) data synth --config configs/data/small.yaml --out data/small
 	OMP_NUM_THREADS=1 $(PYTHON) -m train --config configs/train/small.yaml out_dir=runs name=small
 	$(SYNSHOT) export runs/small
-	sha256sum runs/small/prior.safetensors synshot/priors/small.safetensors
+	$(SYNSHOT) prior check runs/small/prior.safetensors
 
 ##@ invert
 ## invert       invert SUBJECT with RUN's prior (none exported: the shipped synshot/priors/small.safetensors) -> RUN/invert/<subject>/ (INVERT_CONFIG=configs/invert/tiny.yaml)

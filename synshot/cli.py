@@ -295,6 +295,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train.run:main", "train the prior (one process, torchrun or srun)"),
     "submit": ("slurm.submit:main", "submit training to SLURM through submitit"),
     "export": ("train.export:main", "export a run's checkpoint as one safetensors prior"),
+    "prior check": ("synshot.priors.__main__:main", "compare an export's weights with the shipped prior's"),
     "invert": ("synshot.invert.__main__:main", "invert the prior on 1-3 images of a subject"),
     "drive": ("synshot.invert.drive:main", "drive an avatar with expressions"),
     "view": ("synshot.view.__main__:main", "look at and drive an avatar in the browser"),

@@ -92,6 +92,7 @@ SUBCOMMANDS = {
     "train": ([], "max_steps", 7, "seed", 3),
     "submit": ([], "max_steps", 7, "seed", 3),
     "export": ([], "run", "runs/a", "run", "runs/b"),
+    "prior check": (["a.safetensors"], "export", "b.safetensors", "export", "c.safetensors"),
     "invert": (["subjects/s1"], "seed", 4, "stage1.steps", 9),
     "drive": ([], "device", "cpu", "expr", "seq.json"),
     "view": (["avatar.safetensors"], "port", 8090, "expr", ["seq.json"]),

@@ -63,3 +63,33 @@ def test_shipped_prior_loads_and_reconstructs_an_unseen_head():
         untrained = SynShotPrior(cfg).eval()
         err0 = ((untrained(tex, verts, exp, pose).decoded.tex - tex).abs() * inside).sum() / (3 * inside.sum())
     assert err < 0.1 and err < 0.5 * err0, (float(err), float(err0))
+
+
+def test_reproduction_check_compares_weights_not_file_bytes(tmp_path, capsys):
+    """Two exports of the same weights whose headers differ in metadata order count as the same prior."""
+    import json
+    import struct
+
+    from synshot.priors import weights_digest
+    from synshot.priors.__main__ import main
+
+    raw = SHIPPED_PRIOR.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"] = dict(reversed(list(header["__metadata__"].items())))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    reordered = tmp_path / "reordered.safetensors"
+    reordered.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    assert sha256_file(reordered) != sha256_file(SHIPPED_PRIOR)
+    assert weights_digest(reordered) == weights_digest(SHIPPED_PRIOR)
+    assert main([str(reordered)]) == 0
+
+    from synshot.model import SynShotPrior, load_exported, save_exported
+
+    _, cfg = load_exported(SHIPPED_PRIOR)
+    torch.manual_seed(1)
+    other = save_exported(SynShotPrior(cfg), cfg, tmp_path / "untrained.safetensors")
+    assert main([str(other)]) == 1
+    assert main([str(tmp_path / "missing.safetensors")]) == 3          # a missing file: a clear error, no traceback
+    assert "missing.safetensors" in capsys.readouterr().err

@@ -30,3 +30,17 @@ def describe(path: str | Path) -> str:
         return (f"shipped prior {SHIPPED_PRIOR} (sha256 {sha256_file(SHIPPED_PRIOR)[:16]}..., "
                 f"model card {MODEL_CARD.name})")
     return f"prior {path}"
+
+
+def weights_digest(path: str | Path) -> str:
+    """The weights' SHA-256 (``tensors_sha256``, checked against the tensors while reading).
+
+    What a reproduction compares: the file's own SHA-256 also covers the safetensors header, whose
+    metadata order is not fixed across processes, so two byte-different files can hold the same prior.
+    """
+    from synshot.model.io import CONTENT_HASH_KEY, ExportError, read_safetensors
+
+    path = Path(path)
+    meta, _ = read_safetensors(path, ExportError, missing=f"{path}: exported prior not found (`synshot export`)",
+                               unreadable=lambda exc: f"{path}: not a readable safetensors file: {exc}")
+    return meta[CONTENT_HASH_KEY]
