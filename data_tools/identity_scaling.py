@@ -18,12 +18,9 @@ import json
 import math
 from pathlib import Path
 
-from synshot.cli import Command, UsageError
-from synshot.config import ConfigBase
-from synshot.fsio import write_text
+from data_tools.study import METHODS, StudyConfig, mean_of, number, paired, per_subject, run_study, study_command
 
-METHODS = ("no_prior", "prior_only", "stage1_only", "full")
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
+__all__ = ["METHODS", "collect", "paired", "per_subject", "plot", "table"]
 
 
 def _dataset_counts(run: Path) -> dict:
@@ -38,29 +35,6 @@ def _dataset_counts(run: Path) -> dict:
     return {"identities": len(plan.identities["train"]), "expressions": gen["expressions_per_identity"],
             "images": plan.num_samples("train") * gen["views"], "steps": cfg["max_steps"],
             "batch": cfg["data"]["batch_size"]}
-
-
-def per_subject(eval_dir: Path, method: str, metric: str = "psnr_full", seed: int = 0) -> dict[str, float]:
-    """``{subject: metric averaged over its eval frames}`` from an evaluation folder."""
-    from synshot.eval.metrics import mean_over_frames
-
-    out = {}
-    for result in sorted(eval_dir.glob(f"*/{method}/seed{seed}/result.json")):
-        out[result.parents[2].name] = mean_over_frames(json.loads(result.read_text())["frames"])[metric]
-    return out
-
-
-def paired(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, int]:
-    """(mean of a-b over common subjects, 95 % t half-width, n)."""
-    d = [a[s] - b[s] for s in sorted(set(a) & set(b))]
-    n = len(d)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = sum(d) / n
-    if n < 2:
-        return mean, math.nan, n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
-    return mean, T95.get(n - 1, 1.96) * sd / math.sqrt(n), n
 
 
 def collect(runs: list[Path], baseline: Path | None, metric: str = "psnr_full") -> list[dict]:
@@ -78,24 +52,16 @@ def collect(runs: list[Path], baseline: Path | None, metric: str = "psnr_full") 
     return sorted(rows, key=lambda r: r["identities"])
 
 
-def _mean(values: dict[str, float]) -> float:
-    return sum(values.values()) / len(values) if values else math.nan
-
-
-def _num(value: float, fmt: str = "{:.2f}") -> str:
-    return "–" if math.isnan(value) else fmt.format(value)
-
-
 def table(rows: list[dict]) -> str:
     """Markdown table; "–" where a method was not evaluated for a run."""
     lines = ["| training identities | expr / id | train images | steps | no prior | prior only | stage 1 only | full "
              "| prior only − no prior | full − no prior |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p = r["psnr"]
-        d = [_num(r[k][0], "{:+.2f}") + ("" if math.isnan(r[k][1]) else f" ± {r[k][1]:.2f}")
+        d = [number(r[k][0], "{:+.2f}") + ("" if math.isnan(r[k][1]) else f" ± {r[k][1]:.2f}")
              for k in ("delta_prior_only", "delta_full")]
         lines.append(f"| {r['identities']} | {r['expressions']} | {r['images']} | {r['steps']} | "
-                     + " | ".join(_num(_mean(p[m])) for m in METHODS) + " | " + " | ".join(d) + " |")
+                     + " | ".join(number(mean_of(p[m])) for m in METHODS) + " | " + " | ".join(d) + " |")
     n = max((len(v) for r in rows for v in r["psnr"].values()), default=0)
     lines.append(f"\nPSNR in dB (whole frame on white), mean over {n} validation subjects x their eval frames; "
                  f"differences are paired over the same subjects, ± the 95 % t interval.")
@@ -111,7 +77,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     x = [r["identities"] for r in rows]
     for m, style in zip(METHODS, ("k--", "C0o-", "C1s-", "C2^-")):
-        ax.plot(x, [_mean(r["psnr"][m]) for r in rows], style, label=m.replace("_", " "))
+        ax.plot(x, [mean_of(r["psnr"][m]) for r in rows], style, label=m.replace("_", " "))
     ax.set_xscale("log")
     ax.set_xticks(x, [str(v) for v in x])
     ax.minorticks_off()
@@ -124,38 +90,18 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path)
 
 
-class ScalingConfig(ConfigBase):
-    """Which runs make the study, and where its table and plot go."""
-
-    runs: list[str] = []  # training run folders with eval/ results (synshot eval out=RUN/eval)
-    baseline: str | None = None  # eval folder holding methods a run's evaluation lacks
-    metric: str = "psnr_full"  # per-frame metric of synshot.eval (psnr_full, psnr_head, ...)
-    plot: str | None = None  # write the PSNR-vs-identities plot here (PNG)
-
-
-CLI = Command("data scaling", "Identity-scaling study: a table (and plot) from trained priors and their evaluations.",
-              config_cls=ScalingConfig, out_help="also write the collected rows here (JSON)",
-              example="synshot data scaling runs/scaling_ids038 runs/scaling_ids152 --plot docs/img/identity_scaling.png")
-CLI.option("runs", key="runs", nargs="*", help="training run folders")
-CLI.option("--baseline", key="baseline", help="eval folder holding methods a run's evaluation lacks")
-CLI.option("--metric", key="metric", help="per-frame metric of synshot.eval (default psnr_full)")
-CLI.option("--plot", key="plot", help="PNG plot of PSNR vs training identities")
+CLI = study_command("data scaling", "Identity-scaling study: a table (and plot) from trained priors and their evaluations.",
+                    example="synshot data scaling runs/scaling_ids038 runs/scaling_ids152 --plot docs/img/identity_scaling.png",
+                    baseline_help="eval folder holding methods a run's evaluation lacks",
+                    plot_help="PNG plot of PSNR vs training identities")
 
 
 def main(argv: list[str] | None = None) -> int:
     return CLI.main(argv, run)
 
 
-def run(args, cfg: ScalingConfig) -> int:
-    if not cfg.runs:
-        raise UsageError("no runs: synshot data scaling RUN_DIR [RUN_DIR ...]")
-    rows = collect([Path(r) for r in cfg.runs], Path(cfg.baseline) if cfg.baseline else None, cfg.metric)
-    print(table(rows))
-    if cfg.plot:
-        plot(rows, Path(cfg.plot))
-    if args.out:
-        write_text(args.out, json.dumps(rows, indent=2))
-    return 0
+def run(args, cfg: StudyConfig) -> int:
+    return run_study(args, cfg, collect, table, plot, "synshot data scaling RUN_DIR [RUN_DIR ...]")
 
 
 if __name__ == "__main__":

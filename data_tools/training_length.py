@@ -17,10 +17,8 @@ import json
 import math
 from pathlib import Path
 
-from data_tools.identity_scaling import METHODS, _mean, _num, paired, per_subject
-from synshot.cli import Command, UsageError
-from synshot.config import ConfigBase
-from synshot.fsio import write_text
+from data_tools.study import METHODS, StudyConfig, mean_of, number, paired, per_subject, run_study, study_command
+from synshot.cli import UsageError
 
 
 def run_label(config: dict) -> str:
@@ -29,8 +27,10 @@ def run_label(config: dict) -> str:
     return f"{config.get('name', '?')} (E_id input: {tex})"
 
 
-def collect(runs: list[Path], baseline: Path, metric: str = "psnr_full") -> list[dict]:
+def collect(runs: list[Path], baseline: Path | None, metric: str = "psnr_full") -> list[dict]:
     """One row per (run, evaluated step)."""
+    if baseline is None:
+        raise UsageError("--baseline EVAL_DIR is needed: the no-prior results of the same subjects")
     no_prior = per_subject(baseline, "no_prior", metric)
     if not no_prior:
         raise UsageError(f"{baseline}: no no_prior results (run synshot eval methods=[no_prior] out={baseline})")
@@ -54,7 +54,7 @@ def collect(runs: list[Path], baseline: Path, metric: str = "psnr_full") -> list
 
 
 def _delta(value: tuple[float, float, int]) -> str:
-    return _num(value[0], "{:+.2f}") + ("" if math.isnan(value[1]) else f" ± {value[1]:.2f}")
+    return number(value[0], "{:+.2f}") + ("" if math.isnan(value[1]) else f" ± {value[1]:.2f}")
 
 
 def table(rows: list[dict]) -> str:
@@ -63,7 +63,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         p = r["psnr"]
         lines.append(f"| {r['label']} | {r['step']} | " + " | ".join(
-            _num(_mean(p[m])) for m in ("prior_only", "stage1_only", "full", "no_prior"))
+            number(mean_of(p[m])) for m in ("prior_only", "stage1_only", "full", "no_prior"))
             + f" | {_delta(r['delta_prior_only'])} | {_delta(r['delta_full'])} |")
     n = max((len(r["psnr"]["no_prior"]) for r in rows), default=0)
     lines.append(f"\nPSNR in dB (whole frame on white), mean over {n} validation subjects x their eval frames; "
@@ -82,10 +82,10 @@ def plot(rows: list[dict], path: Path) -> None:
     for i, label in enumerate(labels):
         mine = [r for r in rows if r["label"] == label]
         for m, marker in (("prior_only", "o-"), ("stage1_only", "s:"), ("full", "^--")):
-            pts = [(r["step"], _mean(r["psnr"][m])) for r in mine if r["psnr"][m]]
+            pts = [(r["step"], mean_of(r["psnr"][m])) for r in mine if r["psnr"][m]]
             if pts:
                 ax.plot(*zip(*pts), f"C{i}{marker}", label=f"{m.replace('_', ' ')}, {label}")
-    ax.axhline(_mean(rows[0]["psnr"]["no_prior"]), color="k", ls="--", lw=1, label="no prior")
+    ax.axhline(mean_of(rows[0]["psnr"]["no_prior"]), color="k", ls="--", lw=1, label="no prior")
     ax.set_xlabel("training steps (4 images each)")
     ax.set_ylabel("PSNR on validation subjects (dB)")
     ax.grid(alpha=0.3)
@@ -95,38 +95,17 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path)
 
 
-class LengthConfig(ConfigBase):
-    """Which runs make the study, and where its table and plot go."""
-
-    runs: list[str] = []  # training run folders with eval_steps/<step>/ evaluations
-    baseline: str | None = None  # eval folder holding the no-prior results of the same subjects
-    metric: str = "psnr_full"  # per-frame metric of synshot.eval
-    plot: str | None = None  # write the PSNR-vs-steps plot here (PNG)
-
-
-CLI = Command("data length", "Training-length study: a table (and plot) from a run's checkpoints and their evaluations.",
-              config_cls=LengthConfig, out_help="also write the collected rows here (JSON)",
-              example="synshot data length runs/small --baseline runs/small/eval_noprior --plot docs/img/training_length.png")
-CLI.option("runs", key="runs", nargs="*", help="training run folders")
-CLI.option("--baseline", key="baseline", help="eval folder holding the no-prior results")
-CLI.option("--metric", key="metric", help="per-frame metric of synshot.eval (default psnr_full)")
-CLI.option("--plot", key="plot", help="PNG plot of PSNR vs training steps")
+CLI = study_command("data length", "Training-length study: a table (and plot) from a run's checkpoints and their evaluations.",
+                    example="synshot data length runs/small --baseline runs/small/eval_noprior --plot docs/img/training_length.png",
+                    baseline_help="eval folder holding the no-prior results", plot_help="PNG plot of PSNR vs training steps")
 
 
 def main(argv: list[str] | None = None) -> int:
     return CLI.main(argv, run)
 
 
-def run(args, cfg: LengthConfig) -> int:
-    if not cfg.runs or not cfg.baseline:
-        raise UsageError("synshot data length RUN_DIR [RUN_DIR ...] --baseline EVAL_DIR (the no-prior results)")
-    rows = collect([Path(r) for r in cfg.runs], Path(cfg.baseline), cfg.metric)
-    print(table(rows))
-    if cfg.plot:
-        plot(rows, Path(cfg.plot))
-    if args.out:
-        write_text(args.out, json.dumps(rows, indent=2))
-    return 0
+def run(args, cfg: StudyConfig) -> int:
+    return run_study(args, cfg, collect, table, plot, "synshot data length RUN_DIR [RUN_DIR ...] --baseline EVAL_DIR")
 
 
 if __name__ == "__main__":
