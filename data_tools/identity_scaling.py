@@ -15,10 +15,10 @@ interval over subjects.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from data_tools.study import METHODS, StudyConfig, mean_of, number, paired, per_subject, run_study, study_command
+from data_tools.study import (METHODS, StudyConfig, delta_cell, footnote, mean_of, new_axes, number, paired,
+                              per_subject, run_study, save_plot, study_command)
 
 __all__ = ["METHODS", "collect", "paired", "per_subject", "plot", "table"]
 
@@ -58,23 +58,16 @@ def table(rows: list[dict]) -> str:
              "| prior only − no prior | full − no prior |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p = r["psnr"]
-        d = [number(r[k][0], "{:+.2f}") + ("" if math.isnan(r[k][1]) else f" ± {r[k][1]:.2f}")
-             for k in ("delta_prior_only", "delta_full")]
+        d = [delta_cell(r[k]) for k in ("delta_prior_only", "delta_full")]
         lines.append(f"| {r['identities']} | {r['expressions']} | {r['images']} | {r['steps']} | "
                      + " | ".join(number(mean_of(p[m])) for m in METHODS) + " | " + " | ".join(d) + " |")
     n = max((len(v) for r in rows for v in r["psnr"].values()), default=0)
-    lines.append(f"\nPSNR in dB (whole frame on white), mean over {n} validation subjects x their eval frames; "
-                 f"differences are paired over the same subjects, ± the 95 % t interval.")
+    lines.append(footnote(n))
     return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    fig, ax = new_axes(5.5, 3.6, 120)
     x = [r["identities"] for r in rows]
     for m, style in zip(METHODS, ("k--", "C0o-", "C1s-", "C2^-")):
         ax.plot(x, [mean_of(r["psnr"][m]) for r in rows], style, label=m.replace("_", " "))
@@ -82,12 +75,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_xticks(x, [str(v) for v in x])
     ax.minorticks_off()
     ax.set_xlabel(f"training identities (fixed budget: {rows[0]['images']} images, {rows[0]['steps']} steps)")
-    ax.set_ylabel("PSNR on validation subjects (dB)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_plot(fig, ax, path)
 
 
 CLI = study_command("data scaling", "Identity-scaling study: a table (and plot) from trained priors and their evaluations.",

@@ -51,6 +51,36 @@ def number(value: float, fmt: str = "{:.2f}") -> str:
     return "–" if math.isnan(value) else fmt.format(value)
 
 
+def delta_cell(value: tuple[float, float, int]) -> str:
+    """A paired difference as a table cell: "+1.23 ± 0.45" (no interval with one subject)."""
+    return number(value[0], "{:+.2f}") + ("" if math.isnan(value[1]) else f" ± {value[1]:.2f}")
+
+
+def footnote(n_subjects: int, extra: str = "") -> str:
+    return (f"\nPSNR in dB (whole frame on white), mean over {n_subjects} validation subjects x their eval frames; "
+            f"differences are paired over the same subjects, ± the 95 % t interval{extra}.")
+
+
+def new_axes(width: float, height: float, dpi: int):
+    """(figure, axes) of a headless matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height), dpi=dpi)
+
+
+def save_plot(fig, ax, path: Path, **legend) -> None:
+    """The studies' common finish: PSNR axis label, grid, legend, tight layout, written to ``path``."""
+    ax.set_ylabel("PSNR on validation subjects (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend.pop("fontsize", 8), **legend)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
 class StudyConfig(ConfigBase):
     """Which runs make the study, and where its table and plot go."""
 

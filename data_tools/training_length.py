@@ -14,10 +14,10 @@ line style per run, with the no-prior mean as a horizontal line.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from data_tools.study import METHODS, StudyConfig, mean_of, number, paired, per_subject, run_study, study_command
+from data_tools.study import (METHODS, StudyConfig, delta_cell, footnote, mean_of, new_axes, number, paired, per_subject,
+                              run_study, save_plot, study_command)
 from synshot.cli import UsageError
 
 
@@ -53,10 +53,6 @@ def collect(runs: list[Path], baseline: Path | None, metric: str = "psnr_full") 
     return rows
 
 
-def _delta(value: tuple[float, float, int]) -> str:
-    return number(value[0], "{:+.2f}") + ("" if math.isnan(value[1]) else f" ± {value[1]:.2f}")
-
-
 def table(rows: list[dict]) -> str:
     lines = ["| run | steps | prior only | stage 1 only | full | no prior | prior only − no prior | full − no prior |",
              "|---|---|---|---|---|---|---|---|"]
@@ -64,20 +60,14 @@ def table(rows: list[dict]) -> str:
         p = r["psnr"]
         lines.append(f"| {r['label']} | {r['step']} | " + " | ".join(
             number(mean_of(p[m])) for m in ("prior_only", "stage1_only", "full", "no_prior"))
-            + f" | {_delta(r['delta_prior_only'])} | {_delta(r['delta_full'])} |")
+            + f" | {delta_cell(r['delta_prior_only'])} | {delta_cell(r['delta_full'])} |")
     n = max((len(r["psnr"]["no_prior"]) for r in rows), default=0)
-    lines.append(f"\nPSNR in dB (whole frame on white), mean over {n} validation subjects x their eval frames; "
-                 f"differences are paired over the same subjects, ± the 95 % t interval; – = not evaluated at that step.")
+    lines.append(footnote(n, "; – = not evaluated at that step"))
     return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9.0, 3.8), dpi=110)
+    fig, ax = new_axes(9.0, 3.8, 110)
     labels = list(dict.fromkeys(r["label"] for r in rows))
     for i, label in enumerate(labels):
         mine = [r for r in rows if r["label"] == label]
@@ -87,12 +77,7 @@ def plot(rows: list[dict], path: Path) -> None:
                 ax.plot(*zip(*pts), f"C{i}{marker}", label=f"{m.replace('_', ' ')}, {label}")
     ax.axhline(mean_of(rows[0]["psnr"]["no_prior"]), color="k", ls="--", lw=1, label="no prior")
     ax.set_xlabel("training steps (4 images each)")
-    ax.set_ylabel("PSNR on validation subjects (dB)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_plot(fig, ax, path, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
 CLI = study_command("data length", "Training-length study: a table (and plot) from a run's checkpoints and their evaluations.",
