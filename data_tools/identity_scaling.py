@@ -20,8 +20,6 @@ from pathlib import Path
 from data_tools.study import (METHODS, StudyConfig, delta_cell, footnote, mean_of, new_axes, number, paired,
                               per_subject, run_study, save_plot, study_command)
 
-__all__ = ["METHODS", "collect", "paired", "per_subject", "plot", "table"]
-
 
 def _dataset_counts(run: Path) -> dict:
     from synshot.data.synthesize import DatasetPlan, SynthConfig

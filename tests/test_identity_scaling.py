@@ -2,7 +2,8 @@
 
 import math
 
-from data_tools.identity_scaling import paired, table
+from data_tools.identity_scaling import table
+from data_tools.study import paired
 
 
 def test_paired_difference_uses_common_subjects_and_a_t_interval():

@@ -33,6 +33,13 @@ VALIDATION_SEEDS = tuple(range(2001, 2011))
 INPUT_KINDS = {"frontal": "000.png", "expressive": "001.png", "profile": "002.png"}   # data_tools.subject inputs
 
 
+def subject_files(folder: Path) -> tuple[dict, dict, dict]:
+    """(cameras by file, params by file, the whole params.json) of a subject folder."""
+    cams = {f["file"]: f for f in json.loads((folder / "cameras.json").read_text())["frames"]}
+    params = json.loads((folder / "params.json").read_text())
+    return cams, {f["file"]: f for f in params["frames"]}, params
+
+
 def compare(truth_dir: Path, tracked_dir: Path, head) -> list[dict]:
     """Per-photo errors of a tracked subject against the generator's truth."""
     import torch
@@ -41,12 +48,8 @@ def compare(truth_dir: Path, tracked_dir: Path, head) -> list[dict]:
     from synshot.head.template import PART, REGION
     from synshot.track.geometry import head_to_camera, rotation_error_deg, similarity_align
 
-    t_cam = {f["file"]: f for f in json.loads((truth_dir / "cameras.json").read_text())["frames"]}
-    t_par_all = json.loads((truth_dir / "params.json").read_text())
-    t_par = {f["file"]: f for f in t_par_all["frames"]}
-    f_cam = {f["file"]: f for f in json.loads((tracked_dir / "cameras.json").read_text())["frames"]}
-    f_par_all = json.loads((tracked_dir / "params.json").read_text())
-    f_par = {f["file"]: f for f in f_par_all["frames"]}
+    t_cam, t_par, t_par_all = subject_files(truth_dir)
+    f_cam, f_par, f_par_all = subject_files(tracked_dir)
     report = {f["file"]: f for f in json.loads((tracked_dir / "tracking.json").read_text())["frames"]}
     t_id = IdentityParams.from_dict(t_par_all["identity"])
     f_id = IdentityParams.from_dict(f_par_all["identity"])
@@ -79,9 +82,7 @@ def landmark_pose_floor(truth_dir: Path, tracked_dir: Path, head, cfg) -> dict[s
     from synshot.track.fit import PhotoObservation, fit_landmarks
     from synshot.track.geometry import head_to_camera, rotation_error_deg
 
-    t_cam = {f["file"]: f for f in json.loads((truth_dir / "cameras.json").read_text())["frames"]}
-    t_par_all = json.loads((truth_dir / "params.json").read_text())
-    t_par = {f["file"]: f for f in t_par_all["frames"]}
+    t_cam, t_par, t_par_all = subject_files(truth_dir)
     report = [f for f in json.loads((tracked_dir / "tracking.json").read_text())["frames"] if f["cue"] == "landmarks"]
     if not report:
         return {}
