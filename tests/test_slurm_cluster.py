@@ -23,7 +23,7 @@ PREEMPT_CODE = 85  # exit code of the stand-in payload; train.sbatch is told via
 
 PAYLOAD = textwrap.dedent(
     """
-    import json, os, signal, sys, time
+    import json, os, sys, time
     from pathlib import Path
     from train.distributed import resolve_env
 
@@ -33,9 +33,8 @@ PAYLOAD = textwrap.dedent(
     dist.init_process_group("gloo", rank=env.rank, world_size=env.world_size,
                             init_method=f"tcp://{env.master_addr}:{env.master_port}")
     total = torch.tensor([float(env.rank + 1)]); dist.all_reduce(total)
-    stop = {"flag": False}
-    for sig in (signal.SIGUSR1, signal.SIGTERM):  # like the trainer (train/preempt.py)
-        signal.signal(sig, lambda *a: stop.update(flag=True))
+    from train.preempt import StopRequest
+    stop = StopRequest().install()  # the trainer's handler: a late second signal cannot kill the exit
     ckpt = out / "ckpt.json"
     start = json.loads(ckpt.read_text())["step"] if ckpt.exists() else 0
     with open(out / f"rank{env.rank}.jsonl", "a") as f:
@@ -49,7 +48,7 @@ PAYLOAD = textwrap.dedent(
     while step < steps:
         time.sleep(step_s)
         step += 1
-        flag = torch.tensor([1.0 if stop["flag"] else 0.0]); dist.all_reduce(flag)
+        flag = torch.tensor([1.0 if stop.requested else 0.0]); dist.all_reduce(flag)
         if flag.item() > 0:
             if env.rank == 0:
                 ckpt.write_text(json.dumps({"step": step}))

@@ -6,9 +6,6 @@ skipped step must leave no trace at all (weights, optimizer, scheduler, codebook
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 import torch
 from test_train_helpers import CONFIG, MICRO, train_dataset  # noqa: F401
@@ -78,16 +75,6 @@ def test_too_many_nan_steps_abort(setup, tmp_path, monkeypatch):
     trainer, _ = _train(setup, [b0, _poison(b1), _poison(b2), b0], 4, tmp_path, max_nonfinite=2)
     with pytest.raises(NonFiniteLossError, match="2 steps in a row"):
         trainer.run()
-
-
-def test_stop_request_on_sigterm_and_sigusr1():
-    before = signal.getsignal(signal.SIGTERM)
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        with StopRequest() as stop:
-            assert not stop.requested
-            os.kill(os.getpid(), sig)
-            assert stop.requested and stop.signum == sig
-    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is restored
 
 
 def test_zero3_trains_and_consolidates(setup, tmp_path, monkeypatch):
