@@ -33,17 +33,24 @@ def in_ci() -> bool:
 
 @pytest.fixture(scope="session")
 def cluster():
-    """The local SLURM cluster (2 emulated nodes); under CI=true a failure to start fails the test."""
+    """The local SLURM cluster (2 emulated nodes); under CI=true a failure to start fails the test.
+
+    Stopped at the end of the test run unless it already ran before (slurm.cluster.local.cluster_lease):
+    daemons left behind outlive a deleted checkout and block the next one's ports.
+    """
+    import contextlib
     import subprocess
 
-    from slurm.cluster.local import ClusterError, cluster_up
+    from slurm.cluster.local import ClusterError, cluster_lease
 
-    try:
-        return cluster_up(nodes=2)
-    except (ClusterError, OSError, subprocess.SubprocessError) as exc:
-        if _in_ci():
-            pytest.fail(f"local SLURM cluster could not start (CI=true, so this fails): {exc}")
-        pytest.skip(f"local SLURM cluster could not start: {exc}")
+    with contextlib.ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(cluster_lease(nodes=2))
+        except (ClusterError, OSError, subprocess.SubprocessError) as exc:
+            if _in_ci():
+                pytest.fail(f"local SLURM cluster could not start (CI=true, so this fails): {exc}")
+            pytest.skip(f"local SLURM cluster could not start: {exc}")
+        yield cluster
 
 
 @pytest.fixture(scope="session")

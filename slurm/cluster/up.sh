@@ -36,6 +36,11 @@ NODE_PORT_BASE=$((17000 + CTLD_PORT - 6817))
 . "$HERE/lib.sh"
 
 die() { echo "up.sh: error: $*" >&2; exit 1; }
+port_hint() {  # port_hint PORT: who else listens on PORT (a cluster left by another checkout, typically)
+    local who
+    who=$(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'users:.*' || true)
+    [ -z "$who" ] || echo "; port $1 is held by $who: stop that cluster with its slurm/cluster/down.sh, or kill that pid"
+}
 log() { echo "up.sh: $*" >&2; }
 
 [[ "$NODES" =~ ^[12]$ ]] || die "SYNSHOT_SLURM_NODES=$NODES: must be 1 or 2"
@@ -179,7 +184,7 @@ if [ "$DBD" = 1 ]; then
         || die "could not create the MariaDB user for slurmdbd"
     if ! alive "$LAB/run/slurmdbd.pid" slurmdbd; then
         slurmdbd 9>&- || die "slurmdbd failed to start (see $LAB/log/slurmdbd.log)"
-        wait_alive "$LAB/run/slurmdbd.pid" slurmdbd 10 || die "slurmdbd did not stay up (see $LAB/log/slurmdbd.log)"
+        wait_alive "$LAB/run/slurmdbd.pid" slurmdbd 10 || die "slurmdbd did not stay up (see $LAB/log/slurmdbd.log$(port_hint "$DBD_PORT"))"
         for _ in $(seq 50); do sacctmgr -n show cluster >/dev/null 2>&1 && break; sleep 0.2; done
     fi
 fi
@@ -187,7 +192,7 @@ fi
 # ---------------------------------------------------------------- slurmctld + slurmd per node
 if ! alive "$LAB/run/slurmctld.pid" slurmctld; then
     slurmctld 9>&- || die "slurmctld failed to start (see $LAB/log/slurmctld.log)"
-    wait_alive "$LAB/run/slurmctld.pid" slurmctld 10 || die "slurmctld did not stay up (see $LAB/log/slurmctld.log)"
+    wait_alive "$LAB/run/slurmctld.pid" slurmctld 10 || die "slurmctld did not stay up (see $LAB/log/slurmctld.log$(port_hint "$CTLD_PORT"))"
 fi
 for pidfile in "$LAB"/run/slurmd-*.pid; do  # nodes no longer configured (2 -> 1)
     [ -e "$pidfile" ] || continue
@@ -198,7 +203,7 @@ for ((i = 1; i <= NODES; i++)); do
     if ! alive "$LAB/run/slurmd-n$i.pid" slurmd; then
         mkdir -p "$LAB/state/d/n$i"
         slurmd -N "n$i" 9>&- || die "slurmd -N n$i failed to start (see $LAB/log/slurmd-n$i.log)"
-        wait_alive "$LAB/run/slurmd-n$i.pid" slurmd 10 || die "slurmd n$i did not stay up (see $LAB/log/slurmd-n$i.log)"
+        wait_alive "$LAB/run/slurmd-n$i.pid" slurmd 10 || die "slurmd n$i did not stay up (see $LAB/log/slurmd-n$i.log$(port_hint $((NODE_PORT_BASE + i))))"
     fi
 done
 
