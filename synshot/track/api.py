@@ -32,6 +32,7 @@ from synshot.track.fit import FitResult, PhotoObservation, fit_landmarks
 from synshot.track.masks import grabcut_mask, head_faces, mesh_raster
 from synshot.track.overlay import photo_panel, tracking_sheet
 from synshot.track.photos import Photo, PhotoError, list_photos, read_photo, user_mask
+from synshot.track.photometric import appearance_from_photo, face_splats, refine_pose
 from synshot.track.silhouette import HairLinearMesh, fit_silhouette
 
 log = get_logger(__name__)
@@ -249,6 +250,20 @@ def _fit_landmark_photos(head: HeadModel, detected: list[_Item], items: list[_It
     return fit
 
 
+def _refine_photometric(head: HeadModel, identity: IdentityParams, detected: list[_Item], cfg: TrackConfig) -> None:
+    """Each landmark-fitted photo's pose refined against its own pixels (``synshot.track.photometric``)."""
+    for it in detected:
+        appearance = appearance_from_photo(identity, it.rgb, it.landmarks, skin_colour([it]))
+        splats = face_splats(head, appearance, it.expression, cfg.photometric.texture_size)
+        l, t, r, b = it.box
+        res = refine_pose(splats, it.rgb, it.R, it.t, it.focal, float(np.sqrt((r - l) * (b - t))), cfg.photometric,
+                          landmarks=it.landmarks)
+        it.R, it.t = res.rotation, res.translation
+        it.record["photometric"] = res.record()
+        log.debug("%s: photometric refinement %s (loss %.4f -> %.4f, %.1f deg, %.1f s)", it.photo.name,
+                  "kept" if res.accepted else "not kept", res.loss_before, res.loss_after, res.change_deg, res.seconds)
+
+
 def _reject_turned_heads_fitted_as_frontal(detected: list[_Item], cfg: TrackConfig, warnings: list[str]) -> None:
     """A masked photo whose landmark pose is near-frontal while its mask shows a turned head goes to
     the silhouette cue (its landmarks then leave the identity fit).
@@ -374,6 +389,8 @@ def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: 
             identity = _identity(fit)
             mesh = HairLinearMesh(head, identity, cfg.silhouette.points, cfg.seed)
     detected = [it for it in detected if it.record["cue"] == CUE_LANDMARKS]
+    if cfg.photometric.enabled:
+        _refine_photometric(head, identity, detected, cfg)
     identity_pairs = _pairwise_identity(items, cfg, warnings)
     shared_focal = float(np.mean([it.focal for it in detected])) if shared else None
     undetected = [it for it in items if it.landmarks is None or it.record.get("cue") == CUE_SILHOUETTE]

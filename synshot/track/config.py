@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from synshot.config import ConfigBase
 
@@ -46,6 +46,30 @@ class SilhouetteConfig(ConfigBase):
     max_disagreement_deg: float = Field(25.0, gt=0)    # ... and its rotation differs by more than this
 
 
+class PhotometricConfig(ConfigBase):
+    """Photometric pose refinement of landmark-fitted photos (``synshot.track.photometric``)."""
+
+    enabled: bool = False
+    steps: int = Field(250, ge=0)             # pose + lighting steps ...
+    light_steps: int = Field(30, ge=0)        # ... after this many lighting-only steps
+    lr: float = Field(4e-3, gt=0)             # rotation (axis-angle); translation gets 0.1 x this
+    light_lr: float = Field(2e-2, gt=0)
+    face_px: float = Field(64.0, gt=8)        # the photo is worked on where the face is this wide (or smaller)
+    texture_size: int = Field(128, ge=32)     # UV texels per side: one Gaussian per face texel
+    opacity: float = Field(0.95, gt=0, le=1)
+    blur_px: int = Field(3, ge=1)             # box blur of render and photo (odd): a wider basin
+    robust: float = Field(0.15, gt=0)         # Geman-McClure-like scale of the per-pixel L1 (sum over RGB)
+    max_change_deg: float = Field(15.0, gt=0)  # a refinement rotating the head further is not kept
+    max_landmark_drift: float = Field(0.02, ge=0)  # ... or moves the inner landmarks' RMSE up by more (face sizes)
+
+    @field_validator("blur_px")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"photometric.blur_px must be odd (a centred box), got {v}")
+        return v
+
+
 class MaskConfig(ConfigBase):
     grabcut_iters: int = Field(4, ge=1)
     work_side: int = Field(320, ge=64)
@@ -70,4 +94,5 @@ class TrackConfig(ConfigBase):
     detect: DetectConfig = DetectConfig()
     fit: FitConfig = FitConfig()
     silhouette: SilhouetteConfig = SilhouetteConfig()
+    photometric: PhotometricConfig = PhotometricConfig()
     masks: MaskConfig = MaskConfig()
