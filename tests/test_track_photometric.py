@@ -91,6 +91,16 @@ def test_a_refinement_the_landmarks_contradict_is_not_kept(splats):
     assert loose.accepted and rotation_error_deg(loose.rotation, R_true) < 1.5
 
 
+def test_the_face_albedo_is_linear_in_its_colours(splats):
+    """What fitting the colours relies on: the basis reproduces the head model's own albedo for other colours."""
+    other = IdentityParams.mean()
+    other.skin_color, other.lip_color, other.hair_color = [0.45, 0.3, 0.2], [0.55, 0.25, 0.3], [0.3, 0.2, 0.1]
+    truth = face_splats(HeadModel(HeadConfig.tiny()), other, np.zeros(12), texture_size=64)
+    mine = splats.albedo_with(torch.tensor([other.skin_color, other.lip_color, other.hair_color]))
+    assert torch.allclose(mine, truth.albedo, atol=1e-5)
+    assert not torch.allclose(splats.albedo, truth.albedo, atol=1e-2)
+
+
 def test_appearance_is_read_at_the_landmarks():
     rgb = np.full((100, 100, 3), 0.8, dtype=np.float32)
     lm = np.stack(np.meshgrid(np.linspace(20, 80, 17), [50.0]), -1).reshape(-1, 2)[:17]

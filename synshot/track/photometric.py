@@ -5,7 +5,8 @@ landmark floor: ~7 degrees even when the face is known exactly), while every pix
 carries pose information the landmarks discard. So each landmark-fitted photo's head-to-camera pose is
 refined by analysis by synthesis: the face region of the fitted mesh becomes one small Gaussian per UV
 texel, coloured by the head model's albedo with the skin, lip and brow colours read from the photo at
-its landmarks, shaded by a per-photo second-order spherical-harmonics irradiance, rendered with the
+its landmarks (optionally fitted: the face albedo is linear in them), shaded by a per-photo
+second-order spherical-harmonics irradiance, rendered with the
 project's splatting renderer and compared with the photo under a robust per-pixel loss (hair over the
 forehead, specular highlights and the albedo's missing detail are outliers, not signal).
 
@@ -55,6 +56,13 @@ class FaceSplats:
     albedo: torch.Tensor     # (N, 3) sRGB
     scale: float             # Gaussian standard deviation, metres (~ texel spacing)
     landmarks: torch.Tensor  # (68, 3) the landmark points on this mesh (jaw at its nominal place)
+    colours: torch.Tensor    # (3, 3) the albedo's skin, lip and hair (brow) colours
+    colour_basis: torch.Tensor  # (3, N, 3): albedo = colour_offset + sum_k colour_basis[k] * colours[k]
+    colour_offset: torch.Tensor  # (N, 3)
+
+    def albedo_with(self, colours: torch.Tensor) -> torch.Tensor:
+        """(N, 3) albedo for other (3, 3) colours: the head model's face albedo is linear in them."""
+        return self.colour_offset + (self.colour_basis * colours[:, None, :]).sum(0)
 
 
 @dataclass
@@ -113,12 +121,31 @@ def face_splats(head: HeadModel, identity: IdentityParams, expression: np.ndarra
         means = grid.reshape(3, -1).T[keep]
         n = gather_uv(normals, head.faces, raster).reshape(3, -1).T[keep]
         albedo = head.texture(identity, texture_size).reshape(3, -1).T[keep]
+        offset, basis = _colour_basis(head, identity, texture_size, keep)
         step = (grid[:, :, 1:] - grid[:, :, :-1]).norm(dim=0)
         both = torch.from_numpy(raster.mask[:, 1:] & raster.mask[:, :-1])
         spacing = float(step[both].median())
         points = landmark_embedding(head.cfg).points(verts)
     n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    return FaceSplats(means.float(), sh_basis(2, n).float(), albedo.float(), 0.75 * spacing, points.float())
+    colours = torch.tensor([identity.skin_color, identity.lip_color, identity.hair_color], dtype=torch.float32)
+    return FaceSplats(means.float(), sh_basis(2, n).float(), albedo.float(), 0.75 * spacing, points.float(),
+                      colours, basis.float(), offset.float())
+
+
+def _colour_basis(head: HeadModel, identity: IdentityParams, size: int, keep: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offset (N, 3) and basis (3, N, 3) of the face albedo as a linear function of its skin, lip and
+    hair colours (every face-skin operation of ``synshot.head.texture`` scales or mixes them per
+    channel). Probed at 0.5 so that no texel clips, and so that the brows take the dark-hair branch."""
+    def texture(skin, lip, hair) -> torch.Tensor:
+        probe = identity.copy()
+        probe.skin_color, probe.lip_color, probe.hair_color = skin, lip, hair
+        return head.texture(probe, size).reshape(3, -1).T[keep]
+
+    zero, half = [0.0] * 3, [0.5] * 3
+    offset = texture(zero, zero, zero)
+    basis = torch.stack([texture(half, zero, zero), texture(zero, half, zero), texture(zero, zero, half)]) - offset
+    return offset, basis / 0.5
 
 
 def _landmark_rmse(splats: FaceSplats, landmarks: np.ndarray, rvec: torch.Tensor, tvec: torch.Tensor, focal: float,
@@ -159,6 +186,7 @@ def refine_pose(splats: FaceSplats, rgb: np.ndarray, R: np.ndarray, t: np.ndarra
     light = torch.zeros(9, 3)
     light[0] = 1.0 / SH_DC
     light.requires_grad_(True)
+    colours = splats.colours.clone().requires_grad_(cfg.fit_colours)
     n = len(splats.means)
     quats = torch.zeros(n, 4)
     quats[:, 0] = 1
@@ -168,7 +196,8 @@ def refine_pose(splats: FaceSplats, rgb: np.ndarray, R: np.ndarray, t: np.ndarra
 
     def loss_at() -> torch.Tensor:
         view = torch.cat([torch.cat([axis_angle_to_matrix(rvec), tvec[:, None]], 1), bottom], 0)[None]
-        colour = splats.albedo * (splats.sh @ light).clamp_min(0)
+        albedo = splats.albedo_with(colours.clamp(0, 1)) if cfg.fit_colours else splats.albedo
+        colour = albedo * (splats.sh @ light).clamp_min(0)
         out = rasterize(splats.means, quats, scales, opacity, colour, view, K, w, h, backend="torch")
         alpha = out.alpha[0]
         inside = (alpha > 0.5).float()
@@ -176,7 +205,7 @@ def refine_pose(splats: FaceSplats, rgb: np.ndarray, R: np.ndarray, t: np.ndarra
         return (d / (d + cfg.robust) * inside).sum() / inside.sum().clamp_min(1.0)
 
     opt = torch.optim.Adam([{"params": [rvec], "lr": cfg.lr}, {"params": [tvec], "lr": cfg.lr * 0.1},
-                            {"params": [light], "lr": cfg.light_lr}])
+                            {"params": [light] + ([colours] if cfg.fit_colours else []), "lr": cfg.light_lr}])
     before = after = math.inf
     for step in range(cfg.light_steps + cfg.steps):
         opt.zero_grad()
