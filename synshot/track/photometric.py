@@ -3,15 +3,15 @@
 Why: 68 dlib landmarks leave a near-frontal head pose several degrees uncertain (the tracking bench's
 landmark floor: ~7 degrees even when the face is known exactly), while every pixel of the face
 carries pose information the landmarks discard. So each landmark-fitted photo's head-to-camera pose is
-refined by analysis by synthesis: the face region of the fitted mesh becomes one small Gaussian per UV
-texel, coloured by the head model's albedo with the skin, lip and brow colours read from the photo at
-its landmarks (optionally fitted: the face albedo is linear in them), shaded by a per-photo
-second-order spherical-harmonics irradiance, rendered with the
-project's splatting renderer and compared with the photo under a robust per-pixel loss (hair over the
-forehead, specular highlights and the albedo's missing detail are outliers, not signal).
+refined by analysis by synthesis: the face region of the fitted mesh becomes one small Gaussian per
+UV texel, coloured by the head model's albedo with the skin, lip and brow colours read from the photo
+at its landmarks (optionally fitted: the face albedo is linear in them), shaded by a per-photo
+second-order spherical-harmonics irradiance, rendered with the project's splatting renderer and
+compared with the photo under a robust per-pixel loss (hair over the forehead, specular highlights
+and the albedo's missing detail are outliers, not signal).
 
-Only the pose moves (identity and expression stay those of the landmark fit): the landmarks already
-fit the shape to ~1 px, and a dense term that may bend the face would trade pose error for shape error.
+Only the pose, lighting and colours move; identity and expression stay those of the landmark fit,
+which explains the landmarks to ~1 px (fitting the shape here too is the natural next step).
 A refinement is not kept when it does not lower the loss, rotates the head further than
 ``max_change_deg``, or makes the detected landmarks fit worse by more than ``max_landmark_drift``
 (a pose must still explain them); ``tracking.json`` records the outcome either way.
