@@ -59,8 +59,8 @@ class PhotometricConfig(ConfigBase):
     opacity: float = Field(0.95, gt=0, le=1)
     blur_px: int = Field(3, ge=1)             # box blur of render and photo (odd): a wider basin
     robust: float = Field(0.15, gt=0)         # Geman-McClure-like scale of the per-pixel L1 (sum over RGB)
-    max_change_deg: float = Field(15.0, gt=0)  # a refinement rotating the head further is not kept
     fit_colours: bool = False                 # fit the albedo's skin/lip/brow colours with the lighting
+    max_change_deg: float = Field(15.0, gt=0)  # a refinement rotating the head further is not kept ...
     max_landmark_drift: float = Field(0.02, ge=0)  # ... or moves the inner landmarks' RMSE up by more (face sizes)
 
     @field_validator("blur_px")
