@@ -102,6 +102,12 @@ def test_cli_end_to_end_writes_every_output_without_deepspeed(subject_dir, prior
         assert isinstance(metrics[key], (int, float)), key
     assert metrics["loss_final"] < metrics["loss_first"]
     assert -1 <= metrics["eval_id_cosine"] <= 1
+    refined = json.loads((out / "cameras_refined.json").read_text())["frames"]
+    given = json.loads((subject_dir / "cameras.json").read_text())["frames"]
+    assert [f["file"] for f in refined] == [f["file"] for f in given]
+    moved = max(np.abs(np.asarray(r["w2c"]) - np.asarray(g["w2c"])).max() for r, g in zip(refined, given))
+    assert 0 < moved < 0.05          # stage 1 corrected the cameras, by a small motion
+    assert all(r["width"] == SIZE and len(r["K"]) == 3 for r in refined)
 
     from synshot.invert.avatar import load_avatar
     from synshot.invert.ply import read_ply

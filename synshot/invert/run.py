@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from pathlib import Path
@@ -103,6 +104,14 @@ def run_inversion(cfg: InvertConfig, subject_dir: str | Path, out_dir: str | Pat
     return metrics
 
 
+def write_refined_cameras(path: Path, frames, w2c: torch.Tensor) -> None:
+    """The input cameras after stage 1's corrections, in the subject format (cameras.json) at the
+    working resolution: what the avatar was fitted with, and a tracked pose corrected by the prior."""
+    path.write_text(json.dumps({"frames": [
+        {"file": f.name, "K": f.K.tolist(), "w2c": w.tolist(), "width": f.width, "height": f.height}
+        for f, w in zip(frames, w2c.double())]}, indent=1))
+
+
 def _invert_into(cfg: InvertConfig, subject, head, model, prior, device, out: Path, start: float, log
                  ) -> dict[str, Any]:
     """The two PTI stages and every output file, written into ``out`` (a staging folder)."""
@@ -145,6 +154,7 @@ def _invert_into(cfg: InvertConfig, subject, head, model, prior, device, out: Pa
         "lpips_enabled": inv.lpips is not None, "arcface_enabled": inv.arcface is not None,
     }
     if cfg.refine.cameras:
+        write_refined_cameras(out / "cameras_refined.json", subject.frames, w2c_refined)
         metrics["camera_correction_rot_deg"] = float(inv.cam_delta[:, :3].norm(dim=1).max()) * 57.29578
         metrics["camera_correction_trans_m"] = float(inv.cam_delta[:, 3:].norm(dim=1).max())
     eval_t = eval_r = None
