@@ -42,7 +42,6 @@ from synshot.track.config import PhotometricConfig
 from synshot.track.geometry import axis_angle_to_matrix, project, rotation_error_deg
 
 BROWS = np.arange(17, 27)
-OUTER_LIP, INNER_LIP = np.arange(48, 60), np.array([60, 61, 62, 63, 64, 65, 66, 67])
 INNER = np.arange(17, 68)
 SH_DC = 0.28209479177387814
 
