@@ -79,7 +79,7 @@ def landmark_pose_floor(truth_dir: Path, tracked_dir: Path, head, cfg) -> dict[s
     expressions and focal length on the same detected landmarks: what landmarks alone allow, so the
     tracker's error can be split into the landmarks' share and the shape/expression fit's share."""
     from synshot.head import IdentityParams
-    from synshot.track.fit import PhotoObservation, fit_landmarks
+    from synshot.track.fit import PhotoObservation, box_face_size, fit_landmarks
     from synshot.track.geometry import head_to_camera, rotation_error_deg
 
     t_cam, t_par, t_par_all = subject_files(truth_dir)
@@ -88,10 +88,9 @@ def landmark_pose_floor(truth_dir: Path, tracked_dir: Path, head, cfg) -> dict[s
         return {}
     obs = []
     for f in report:
-        l, t, r, b = f["face_box"]
         cam = t_cam[f["file"]]
         obs.append(PhotoObservation(f["file"], cam["width"], cam["height"], np.asarray(f["detected_landmarks"]),
-                                    float(np.sqrt((r - l) * (b - t))), float(np.asarray(cam["K"])[0][0])))
+                                    box_face_size(f["face_box"]), float(np.asarray(cam["K"])[0][0])))
     known = (IdentityParams.from_dict(t_par_all["identity"]), np.stack([t_par[f["file"]]["expression"] for f in report]))
     fit = fit_landmarks(head, obs, cfg.fit.model_copy(update={"fit_focal": False}), False, known=known)
     return {o.name: rotation_error_deg(fit.rotations[k], head_to_camera(t_cam[o.name], t_par[o.name])[:3, :3])

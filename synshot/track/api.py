@@ -28,7 +28,7 @@ from synshot.faces import descriptor_distance, detect_faces, face_descriptor, la
 from synshot.fsio import publish_dir
 from synshot.head import HEAD_MODEL_VERSION, HeadConfig, HeadModel, IdentityParams
 from synshot.track.config import TrackConfig
-from synshot.track.fit import FitResult, PhotoObservation, fit_landmarks
+from synshot.track.fit import FitResult, PhotoObservation, box_face_size, fit_landmarks
 from synshot.track.masks import grabcut_mask, head_faces, mesh_raster
 from synshot.track.overlay import photo_panel, tracking_sheet
 from synshot.track.photos import Photo, PhotoError, list_photos, read_photo, user_mask
@@ -231,9 +231,8 @@ def _fit_landmark_photos(head: HeadModel, detected: list[_Item], items: list[_It
     """The joint landmark fit of ``detected``; poses, focal and expressions are stored on the items."""
     obs = []
     for it in detected:
-        l, t, r, b = it.box
         obs.append(PhotoObservation(it.record["file"], it.rgb.shape[1], it.rgb.shape[0], it.landmarks,
-                                    float(np.sqrt((r - l) * (b - t))), guesses[items.index(it)]))
+                                    box_face_size(it.box), guesses[items.index(it)]))
     fit = fit_landmarks(head, obs, cfg.fit, shared, log=log.debug)
     for k, it in enumerate(detected):
         rel = fit.rmse_px[k] / obs[k].face_size
@@ -255,8 +254,7 @@ def _refine_photometric(head: HeadModel, identity: IdentityParams, detected: lis
     for it in detected:
         appearance = appearance_from_photo(identity, it.rgb, it.landmarks, skin_colour([it]))
         splats = face_splats(head, appearance, it.expression, cfg.photometric.texture_size)
-        l, t, r, b = it.box
-        res = refine_pose(splats, it.rgb, it.R, it.t, it.focal, float(np.sqrt((r - l) * (b - t))), cfg.photometric,
+        res = refine_pose(splats, it.rgb, it.R, it.t, it.focal, box_face_size(it.box), cfg.photometric,
                           landmarks=it.landmarks)
         it.R, it.t = res.rotation, res.translation
         it.record["photometric"] = res.record()

@@ -43,6 +43,13 @@ class PhotoObservation:
     focal_guess: float          # pixels
 
 
+def box_face_size(box) -> float:
+    """The face size of a detector box (left, top, right, bottom): sqrt of its area, in pixels; the unit
+    of every landmark residual and drift."""
+    l, t, r, b = box
+    return float(np.sqrt((r - l) * (b - t)))
+
+
 @dataclass
 class FitResult:
     shape: np.ndarray           # (12,)
