@@ -238,13 +238,13 @@ def check_ports(state_dir: Path, ports: dict[int, str], stop_orphans: bool = Tru
                             f"find it with `ss -ltnp 'sport = :{port}'` as root")
             continue
         cmd = _cmdline(pid)
-        orphan = _orphan_cluster(pid)
+        where = _slurm_conf(pid)
+        orphan = _orphan_cluster(where)
         if orphan is not None and stop_orphans:
             print(f"stopping pid {pid} ({cmd}) on port {port}: a SLURM daemon of {orphan}, which no longer exists",
                   file=sys.stderr)
             _terminate(pid)
             continue
-        where = _slurm_conf(pid)
         fix = (f"stop that cluster with `SYNSHOT_SLURM_DIR={Path(where).parent.parent} bash slurm/cluster/down.sh` "
                f"(or down.sh from its checkout), or `kill {pid}`" if where else f"stop it: `kill {pid}`")
         problems.append(f"port {port} (for {daemon}) is held by pid {pid}: {cmd}; {fix}")
@@ -259,13 +259,20 @@ def _pidfile_pid(pidfile: Path, comm: str | None = None) -> int | None:
     """The pid in ``pidfile`` if that process runs (not a zombie: see lib.sh) and, if given, is ``comm``."""
     try:
         pid = int(pidfile.read_text().strip())
-        stat = Path(f"/proc/{pid}/stat").read_text()
         actual = Path(f"/proc/{pid}/comm").read_text().strip()
     except (OSError, ValueError):
         return None
-    if stat.rsplit(") ", 1)[-1][:1] in ("Z", "X") or (comm is not None and actual != comm):
+    if _proc_state(pid) in (None, "Z", "X") or (comm is not None and actual != comm):
         return None
     return pid
+
+
+def _proc_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` from /proc/<pid>/stat (Z: zombie, X: dead), None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1]
+    except OSError:
+        return None
 
 
 def _listening_sockets() -> dict[int, int]:
@@ -323,9 +330,9 @@ def _slurm_conf(pid: int) -> str | None:
     return None
 
 
-def _orphan_cluster(pid: int) -> Path | None:
-    """The cluster folder of a SLURM daemon whose folder (``<dir>/etc/slurm.conf``) is gone, else None."""
-    conf = _slurm_conf(pid)
+def _orphan_cluster(conf: str | None) -> Path | None:
+    """The cluster folder of a SLURM daemon started with ``SLURM_CONF=conf`` (``<dir>/etc/slurm.conf``)
+    when that folder is gone, else None."""
     if conf is None:
         return None
     lab = Path(conf).parent.parent
@@ -341,11 +348,7 @@ def _terminate(pid: int, timeout: float = 15) -> None:
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1]
-            except OSError:
-                return
-            if state in ("Z", "X"):
+            if _proc_state(pid) in (None, "Z", "X"):
                 return
             time.sleep(0.1)
 
