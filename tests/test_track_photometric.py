@@ -23,7 +23,7 @@ def splats():
     torch.manual_seed(0)
     ident = IdentityParams.mean()
     ident.hair_color = [0.05, 0.04, 0.03]
-    return face_splats(HeadModel(HeadConfig.tiny()), ident, np.zeros(12), texture_size=64)
+    return face_splats(HeadModel(HeadConfig.tiny()), ident, np.zeros(12), texture_size=64, colour_basis=True)
 
 
 def _pose(deg_yaw: float, deg_pitch: float) -> tuple[np.ndarray, np.ndarray]:

@@ -253,7 +253,8 @@ def _refine_photometric(head: HeadModel, identity: IdentityParams, detected: lis
     """Each landmark-fitted photo's pose refined against its own pixels (``synshot.track.photometric``)."""
     for it in detected:
         appearance = appearance_from_photo(identity, it.rgb, it.landmarks, skin_colour([it]))
-        splats = face_splats(head, appearance, it.expression, cfg.photometric.texture_size)
+        splats = face_splats(head, appearance, it.expression, cfg.photometric.texture_size,
+                             colour_basis=cfg.photometric.fit_colours)
         res = refine_pose(splats, it.rgb, it.R, it.t, it.focal, box_face_size(it.box), cfg.photometric,
                           landmarks=it.landmarks)
         it.R, it.t = res.rotation, res.translation

@@ -56,11 +56,13 @@ class FaceSplats:
     scale: float             # Gaussian standard deviation, metres (~ texel spacing)
     landmarks: torch.Tensor  # (68, 3) the landmark points on this mesh (jaw at its nominal place)
     colours: torch.Tensor    # (3, 3) the albedo's skin, lip and hair (brow) colours
-    colour_basis: torch.Tensor  # (3, N, 3): albedo = colour_offset + sum_k colour_basis[k] * colours[k]
-    colour_offset: torch.Tensor  # (N, 3)
+    colour_basis: torch.Tensor | None = None  # (3, N, 3): albedo = colour_offset + sum_k basis[k] * colours[k]
+    colour_offset: torch.Tensor | None = None  # (N, 3); both only with face_splats(..., colour_basis=True)
 
     def albedo_with(self, colours: torch.Tensor) -> torch.Tensor:
         """(N, 3) albedo for other (3, 3) colours: the head model's face albedo is linear in them."""
+        if self.colour_basis is None:
+            raise ValueError("these splats have no colour basis: make them with face_splats(..., colour_basis=True)")
         return self.colour_offset + (self.colour_basis * colours[:, None, :]).sum(0)
 
 
@@ -109,8 +111,11 @@ def appearance_from_photo(identity: IdentityParams, rgb: np.ndarray, landmarks: 
     return out
 
 
-def face_splats(head: HeadModel, identity: IdentityParams, expression: np.ndarray, texture_size: int) -> FaceSplats:
-    """One Gaussian per texel of the face UV region, at the deformed surface, with its albedo and normal."""
+def face_splats(head: HeadModel, identity: IdentityParams, expression: np.ndarray, texture_size: int,
+                colour_basis: bool = False) -> FaceSplats:
+    """One Gaussian per texel of the face UV region, at the deformed surface, with its albedo and normal;
+    with ``colour_basis`` also the albedo's linear basis in its colours (four more texture syntheses,
+    needed only to fit the colours)."""
     with torch.no_grad():
         verts = head.vertices(identity, torch.as_tensor(expression, dtype=torch.float32))
         normals = vertex_normals(verts, head.faces, head.weld)
@@ -120,7 +125,7 @@ def face_splats(head: HeadModel, identity: IdentityParams, expression: np.ndarra
         means = grid.reshape(3, -1).T[keep]
         n = gather_uv(normals, head.faces, raster).reshape(3, -1).T[keep]
         albedo = head.texture(identity, texture_size).reshape(3, -1).T[keep]
-        offset, basis = _colour_basis(head, identity, texture_size, keep)
+        offset, basis = _colour_basis(head, identity, texture_size, keep) if colour_basis else (None, None)
         step = (grid[:, :, 1:] - grid[:, :, :-1]).norm(dim=0)
         both = torch.from_numpy(raster.mask[:, 1:] & raster.mask[:, :-1])
         spacing = float(step[both].median())
@@ -128,7 +133,7 @@ def face_splats(head: HeadModel, identity: IdentityParams, expression: np.ndarra
     n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
     colours = torch.tensor([identity.skin_color, identity.lip_color, identity.hair_color], dtype=torch.float32)
     return FaceSplats(means.float(), sh_basis(2, n).float(), albedo.float(), 0.75 * spacing, points.float(),
-                      colours, basis.float(), offset.float())
+                      colours, basis, offset)
 
 
 def _colour_basis(head: HeadModel, identity: IdentityParams, size: int, keep: torch.Tensor
@@ -144,7 +149,7 @@ def _colour_basis(head: HeadModel, identity: IdentityParams, size: int, keep: to
     zero, half = [0.0] * 3, [0.5] * 3
     offset = texture(zero, zero, zero)
     basis = torch.stack([texture(half, zero, zero), texture(zero, half, zero), texture(zero, zero, half)]) - offset
-    return offset, basis / 0.5
+    return offset.float(), (basis / 0.5).float()
 
 
 def _landmark_rmse(splats: FaceSplats, landmarks: np.ndarray, rvec: torch.Tensor, tvec: torch.Tensor, focal: float,
