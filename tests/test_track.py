@@ -83,6 +83,11 @@ def test_track_writes_a_loadable_subject(tracked):
     fr = rep["frames"][0]
     assert fr["cue"] == "landmarks" and fr["detector_score"] > 0 and len(fr["face_box"]) == 4
     assert fr["landmark_rmse_px"] < 0.06 * 256       # a real fit, not a placeholder
+    # the landmark correction, learned on renders, would move this real face's points by ~10 % of the face
+    # (more than nearly all it learned): not used, and recorded
+    corr = fr["landmark_correction"]
+    assert corr["offset_rms"] > 0.08 and not corr["kept"]
+    assert fr["detected_landmarks"] == fr["dlib_landmarks"]
     subject = load_subject(out, size=128)
     assert len(subject.frames) == 1
     mask = np.asarray(Image.open(out / "masks/a.png")) / 255.0

@@ -25,10 +25,12 @@ from PIL import Image
 from synshot.cli import UsageError, get_logger
 from synshot.config import dump_config
 from synshot.faces import descriptor_distance, detect_faces, face_descriptor, landmarks68
+from synshot.faces.dlib_models import Face
 from synshot.fsio import publish_dir
 from synshot.head import HEAD_MODEL_VERSION, HeadConfig, HeadModel, IdentityParams
-from synshot.track.config import TrackConfig
+from synshot.track.config import DetectConfig, TrackConfig
 from synshot.track.fit import FitResult, PhotoObservation, box_face_size, fit_landmarks
+from synshot.track.landmark_correction import load_correction
 from synshot.track.masks import grabcut_mask, head_faces, mesh_raster
 from synshot.track.overlay import photo_panel, tracking_sheet
 from synshot.track.photos import Photo, PhotoError, list_photos, read_photo, user_mask
@@ -58,7 +60,9 @@ class _Item:
     rgb: np.ndarray                 # working image (H, W, 3) float
     scale: float                    # working / original pixels
     record: dict[str, Any]
-    landmarks: np.ndarray | None = None
+    landmarks: np.ndarray | None = None            # as dlib's predictor placed them
+    corrected_landmarks: np.ndarray | None = None  # moved by the learned correction (detect.correct_landmarks)
+    correction_kept: bool = False                  # ... and the final fit used them
     box: tuple[float, float, float, float] | None = None
     descriptor: np.ndarray | None = None
     mask: np.ndarray | None = None
@@ -81,31 +85,42 @@ def _resize(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(rgb, size, interpolation=interp), s
 
 
-def _detect(item: _Item, cfg: TrackConfig, warnings: list[str]) -> None:
-    det_img, s = _resize(item.rgb, cfg.detect.work_side)
+def detect_face(rgb: np.ndarray, cfg: DetectConfig) -> tuple[int, Face | None]:
+    """How many faces dlib finds in ``rgb`` and the largest one (box in ``rgb``'s pixels): found on a copy
+    whose long side is ``cfg.work_side``, upsampled ``cfg.upsample`` more times when none is found."""
+    det_img, s = _resize(rgb, cfg.work_side)
     faces = detect_faces(det_img, upsample=0)
-    if not faces and cfg.detect.upsample > 0:
-        faces = detect_faces(det_img, upsample=cfg.detect.upsample)
-    item.record["faces_found"] = len(faces)
+    if not faces and cfg.upsample > 0:
+        faces = detect_faces(det_img, upsample=cfg.upsample)
     if not faces:
+        return 0, None
+    return len(faces), Face(tuple(v / s for v in faces[0].box), faces[0].score)
+
+
+def _detect(item: _Item, cfg: TrackConfig, warnings: list[str]) -> None:
+    found, face = detect_face(item.rgb, cfg.detect)
+    item.record["faces_found"] = found
+    if face is None:
         return
-    if len(faces) > 1:
-        msg = (f"{item.photo.path}: {len(faces)} faces found; tracking the largest "
+    if found > 1:
+        msg = (f"{item.photo.path}: {found} faces found; tracking the largest "
                f"(crop the photo to one person to silence this)")
         warnings.append(msg)
         log.warning(msg)
-    face = faces[0]
-    box = tuple(v / s for v in face.box)
+    box = face.box
     face_px = np.sqrt((box[2] - box[0]) * (box[3] - box[1])) / item.scale
     if face_px < cfg.detect.min_face_px:
         raise PhotoError(f"{item.photo.path}: the face is only {face_px:.0f} px wide, smaller than the tracker "
                          f"can use (detect.min_face_px={cfg.detect.min_face_px:g}); use a closer or larger photo")
-    from synshot.faces.dlib_models import Face
-
-    work_face = Face(box, face.score)
     item.box = box
-    item.landmarks = landmarks68(item.rgb, work_face)
-    item.descriptor = face_descriptor(item.rgb, work_face)
+    item.landmarks = landmarks68(item.rgb, face)
+    if cfg.detect.correct_landmarks:
+        corrected = load_correction(cfg.detect.correction_file).apply(item.landmarks, box)
+        offset = float(np.sqrt(((corrected - item.landmarks) ** 2).sum(1)[17:].mean()) / box_face_size(box))
+        item.record["landmark_correction"] = {"kept": False, "offset_rms": round(offset, 4)}
+        if offset <= cfg.detect.max_correction:    # larger: a layout unlike most it was learned on
+            item.corrected_landmarks = corrected
+    item.descriptor = face_descriptor(item.rgb, face)
     item.record.update({"detector_score": round(face.score, 4), "face_box": [round(v, 1) for v in box]})
 
 
@@ -226,27 +241,72 @@ def _identity(fit: FitResult) -> IdentityParams:
     return identity
 
 
+def _fit_points(it: _Item) -> np.ndarray | None:
+    """The landmarks the photo's fit uses: the corrected ones once the correction is kept, else dlib's."""
+    return it.corrected_landmarks if it.correction_kept else it.landmarks
+
+
+def _observations(detected: list[_Item], items: list[_Item], guesses: list[float]) -> list[PhotoObservation]:
+    return [PhotoObservation(it.record["file"], it.rgb.shape[1], it.rgb.shape[0], _fit_points(it),
+                             box_face_size(it.box), guesses[items.index(it)]) for it in detected]
+
+
+def _apply_correction(head: HeadModel, detected: list[_Item], items: list[_Item], guesses: list[float],
+                      shared: bool, cfg: TrackConfig, fit: FitResult) -> FitResult | None:
+    """Refit the landmark photos with their corrected points (where the correction was within
+    ``detect.max_correction``) and keep that fit only if the head model explains them about as well as
+    dlib's own: every photo's RMSE at most ``detect.max_correction_rmse_ratio`` x its RMSE in ``fit`` (the
+    fit on dlib's points). Returns the kept fit, else None (``fit`` stands).
+
+    Why: the correction was learned on renders of the head model. On a face unlike them (a real photo,
+    a wide-open smile) it can move points where no head-model face puts them; then either the offsets
+    are larger than nearly all it learned, or the fit explains the moved points worse than dlib's, and
+    they are dropped (for all photos, in the second case: the joint fit shares the identity). It runs
+    after the profile checks, which were set on dlib's points."""
+    candidates = [it for it in detected if it.corrected_landmarks is not None]
+    if not candidates:
+        return None
+    for it in candidates:
+        it.correction_kept = True
+    corrected = fit_landmarks(head, _observations(detected, items, guesses), cfg.fit, shared, log=log.debug)
+    ratio = [float(c / max(r, 1e-6)) for c, r in zip(corrected.rmse_px, fit.rmse_px)]
+    kept = max(ratio) <= cfg.detect.max_correction_rmse_ratio
+    for k, it in enumerate(detected):
+        it.correction_kept = kept and it in candidates
+        it.record["landmark_correction"].update({"kept": it.correction_kept, "rmse_ratio": round(ratio[k], 3)})
+    if not kept:
+        log.info("landmark correction not kept: the head model fits the corrected points %.2fx worse than "
+                 "dlib's (detect.max_correction_rmse_ratio=%g)", max(ratio), cfg.detect.max_correction_rmse_ratio)
+        return None
+    return _store_fit(detected, corrected)
+
+
 def _fit_landmark_photos(head: HeadModel, detected: list[_Item], items: list[_Item], guesses: list[float],
                          shared: bool, cfg: TrackConfig) -> FitResult:
     """The joint landmark fit of ``detected``; poses, focal and expressions are stored on the items."""
-    obs = []
-    for it in detected:
-        obs.append(PhotoObservation(it.record["file"], it.rgb.shape[1], it.rgb.shape[0], it.landmarks,
-                                    box_face_size(it.box), guesses[items.index(it)]))
-    fit = fit_landmarks(head, obs, cfg.fit, shared, log=log.debug)
+    return _store_fit(detected, fit_landmarks(head, _observations(detected, items, guesses), cfg.fit, shared,
+                                              log=log.debug))
+
+
+def _store_fit(detected: list[_Item], fit: FitResult) -> FitResult:
     for k, it in enumerate(detected):
-        rel = fit.rmse_px[k] / obs[k].face_size
         it.R, it.t, it.focal, it.expression = fit.rotations[k], fit.translations[k], float(fit.focals[k]), \
             fit.expressions[k]
         it.record.update({"cue": CUE_LANDMARKS, "landmark_rmse_px": round(float(fit.rmse_px[k]), 3),
-                          "landmark_rmse_rel": round(float(rel), 4),
-                          "detected_landmarks": np.round(it.landmarks, 2).tolist(),
+                          "landmark_rmse_rel": round(float(fit.rmse_px[k] / box_face_size(it.box)), 4),
+                          "detected_landmarks": np.round(_fit_points(it), 2).tolist(),
+                          "dlib_landmarks": np.round(it.landmarks, 2).tolist(),
                           "model_landmarks": np.round(fit.model_landmarks[k], 2).tolist()})
+    return fit
+
+
+def _raise_if_not_converged(detected: list[_Item], cfg: TrackConfig) -> None:
+    for it in detected:
+        rel, px = it.record["landmark_rmse_rel"], it.record["landmark_rmse_px"]
         if rel > cfg.fit.max_rmse:
-            raise TrackingError(f"{it.photo.path}: the landmark fit did not converge (RMSE {fit.rmse_px[k]:.1f} px = "
+            raise TrackingError(f"{it.photo.path}: the landmark fit did not converge (RMSE {px:.1f} px = "
                                 f"{100 * rel:.1f}% of the face size, limit fit.max_rmse={cfg.fit.max_rmse:g}); "
                                 f"check the photo (one unoccluded face) or raise fit.max_rmse / fit steps")
-    return fit
 
 
 def _refine_photometric(head: HeadModel, identity: IdentityParams, detected: list[_Item], cfg: TrackConfig) -> None:
@@ -256,7 +316,7 @@ def _refine_photometric(head: HeadModel, identity: IdentityParams, detected: lis
         splats = face_splats(head, appearance, it.expression, cfg.photometric.texture_size,
                              colour_basis=cfg.photometric.fit_colours)
         res = refine_pose(splats, it.rgb, it.R, it.t, it.focal, box_face_size(it.box), cfg.photometric,
-                          landmarks=it.landmarks)
+                          landmarks=_fit_points(it))
         it.R, it.t = res.rotation, res.translation
         it.record["photometric"] = res.record()
         log.debug("%s: photometric refinement %s (loss %.4f -> %.4f, %.1f deg, %.1f s)", it.photo.name,
@@ -388,6 +448,13 @@ def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: 
             identity = _identity(fit)
             mesh = HairLinearMesh(head, identity, cfg.silhouette.points, cfg.seed)
     detected = [it for it in detected if it.record["cue"] == CUE_LANDMARKS]
+    if cfg.detect.correct_landmarks and detected:
+        corrected = _apply_correction(head, detected, items, guesses, shared, cfg, fit)
+        if corrected is not None:
+            fit, identity = corrected, _identity(corrected)
+            if mesh is not None:
+                mesh = HairLinearMesh(head, identity, cfg.silhouette.points, cfg.seed)
+    _raise_if_not_converged(detected, cfg)
     if cfg.photometric.enabled:
         _refine_photometric(head, identity, detected, cfg)
     identity_pairs = _pairwise_identity(items, cfg, warnings)
@@ -439,7 +506,7 @@ def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: 
             f", RMSE {it.record['landmark_rmse_px']:.1f} px" if it.record["cue"] == CUE_LANDMARKS else
             f", IoU {it.record['silhouette_iou']:.2f}")
         model_lm = it.record.get("model_landmarks") if it.record["cue"] == CUE_LANDMARKS else None
-        sheet_panels.append(photo_panel(it.rgb, it.landmarks, model_lm, head_sil,
+        sheet_panels.append(photo_panel(it.rgb, _fit_points(it), model_lm, head_sil,
                                         it.mask, title))
     seconds = time.perf_counter() - start
     frames_cam, frames_par = [], []
