@@ -30,7 +30,7 @@ from synshot.fsio import publish_dir
 from synshot.head import HEAD_MODEL_VERSION, HeadConfig, HeadModel, IdentityParams
 from synshot.track.config import DetectConfig, TrackConfig
 from synshot.track.fit import FitResult, PhotoObservation, box_face_size, fit_landmarks
-from synshot.track.landmark_correction import load_correction
+from synshot.track.landmark_correction import load_correction, offset_rms
 from synshot.track.masks import grabcut_mask, head_faces, mesh_raster
 from synshot.track.overlay import photo_panel, tracking_sheet
 from synshot.track.photos import Photo, PhotoError, list_photos, read_photo, user_mask
@@ -116,7 +116,7 @@ def _detect(item: _Item, cfg: TrackConfig, warnings: list[str]) -> None:
     item.landmarks = landmarks68(item.rgb, face)
     if cfg.detect.correct_landmarks:
         corrected = load_correction(cfg.detect.correction_file).apply(item.landmarks, box)
-        offset = float(np.sqrt(((corrected - item.landmarks) ** 2).sum(1)[17:].mean()) / box_face_size(box))
+        offset = offset_rms(item.landmarks, corrected, box)
         item.record["landmark_correction"] = {"kept": False, "offset_rms": round(offset, 4)}
         if offset <= cfg.detect.max_correction:    # larger: a layout unlike most it was learned on
             item.corrected_landmarks = corrected

@@ -47,6 +47,12 @@ def layout_features(landmarks: np.ndarray, box) -> tuple[np.ndarray, np.ndarray,
     return ((pts - centre) / size).reshape(-1), centre, size
 
 
+def offset_rms(landmarks: np.ndarray, corrected: np.ndarray, box) -> float:
+    """How far a correction moved the inner points: RMS distance in face sizes."""
+    d = (np.asarray(corrected) - np.asarray(landmarks))[INNER_IDX]
+    return float(np.sqrt((d ** 2).sum(1).mean()) / box_face_size(box))
+
+
 def _standardise(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return (x - mean) / scale
 
