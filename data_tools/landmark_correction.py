@@ -62,6 +62,7 @@ def pairs_from_subject(folder: Path, detect: DetectConfig, lhead) -> list[dict]:
     from synshot.faces import landmarks68
     from synshot.head import IdentityParams
     from synshot.track.api import detect_face
+    from synshot.track.geometry import head_to_camera
 
     pairs = []
     for name in FRAMES:
@@ -74,7 +75,7 @@ def pairs_from_subject(folder: Path, detect: DetectConfig, lhead) -> list[dict]:
         if face is None:
             continue
         cam = cams[frame["file"]]
-        T = np.asarray(cam["w2c"]) @ np.asarray(frame["head_pose"])
+        T = head_to_camera(cam, frame)
         K = np.asarray(cam["K"])
         with torch.no_grad():
             verts = lhead.vertices(IdentityParams.from_dict(params["identity"]),
@@ -148,7 +149,6 @@ def run(args, cfg: CorrectionToolConfig) -> int:
     correction = select_and_fit(x, y, groups, cfg.folds, log=log.info)
     correction.meta.update({"seeds": [cfg.first_seed, cfg.first_seed + cfg.identities - 1], "size": cfg.size,
                             "spp": cfg.spp, "frames": list(FRAMES)})
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     correction.save(args.out)
     m = correction.meta
     log.info("wrote %s: %d photos of %d identities; inner-point RMS %.4f -> %.4f face sizes (cross-validated)",

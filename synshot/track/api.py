@@ -108,7 +108,7 @@ def _detect(item: _Item, cfg: TrackConfig, warnings: list[str]) -> None:
         warnings.append(msg)
         log.warning(msg)
     box = face.box
-    face_px = np.sqrt((box[2] - box[0]) * (box[3] - box[1])) / item.scale
+    face_px = box_face_size(box) / item.scale
     if face_px < cfg.detect.min_face_px:
         raise PhotoError(f"{item.photo.path}: the face is only {face_px:.0f} px wide, smaller than the tracker "
                          f"can use (detect.min_face_px={cfg.detect.min_face_px:g}); use a closer or larger photo")
@@ -435,26 +435,24 @@ def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: 
     head = HeadModel(HeadConfig.tiny() if cfg.head_mesh == "tiny" else HeadConfig())
     fit = _fit_landmark_photos(head, detected, items, guesses, shared, cfg)
     identity = _identity(fit)
-    mesh = None
-    if any(it.mask is not None for it in items):
-        mesh = HairLinearMesh(head, identity, cfg.silhouette.points, cfg.seed)
-    if mesh is not None and len(detected) > 1:
+    masked = any(it.mask is not None for it in items)
+    if masked and len(detected) > 1:
         _reject_turned_heads_fitted_as_frontal(detected, cfg, warnings)
         if cfg.silhouette.check_landmark_poses:
-            _reject_poses_the_silhouette_contradicts(detected, mesh, cfg, warnings)
+            _reject_poses_the_silhouette_contradicts(
+                detected, HairLinearMesh(head, identity, cfg.silhouette.points, cfg.seed), cfg, warnings)
         kept = [it for it in detected if it.record["cue"] == CUE_LANDMARKS]
         if kept and len(kept) < len(detected):   # the identity without the contradicted photos' landmarks
             fit = _fit_landmark_photos(head, kept, items, guesses, shared, cfg)
             identity = _identity(fit)
-            mesh = HairLinearMesh(head, identity, cfg.silhouette.points, cfg.seed)
     detected = [it for it in detected if it.record["cue"] == CUE_LANDMARKS]
     if cfg.detect.correct_landmarks and detected:
         corrected = _apply_correction(head, detected, items, guesses, shared, cfg, fit)
         if corrected is not None:
-            fit, identity = corrected, _identity(corrected)
-            if mesh is not None:
-                mesh = HairLinearMesh(head, identity, cfg.silhouette.points, cfg.seed)
+            identity = _identity(corrected)
     _raise_if_not_converged(detected, cfg)
+    # the silhouette cue's mesh, built once from the final identity
+    mesh = HairLinearMesh(head, identity, cfg.silhouette.points, cfg.seed) if masked else None
     if cfg.photometric.enabled:
         _refine_photometric(head, identity, detected, cfg)
     identity_pairs = _pairwise_identity(items, cfg, warnings)

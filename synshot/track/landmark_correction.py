@@ -22,7 +22,6 @@ where the head model explains the corrected points about as well as dlib's own (
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,6 +30,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from synshot.fsio import atomic_open
 from synshot.head.landmarks import INNER, N_LANDMARKS
 from synshot.track.fit import box_face_size
 
@@ -104,13 +104,10 @@ class LandmarkCorrection:
 
     def save(self, path: str | Path) -> None:
         """Written to a temporary file beside ``path`` and renamed: a killed run leaves the old file intact."""
-        path = Path(path)
         arrays = {k: getattr(self, k).astype(np.float32) for k in ("mean", "scale", "linear", "offset", "anchors",
                                                                      "weights")}
-        tmp = path.with_name(f".{path.name}.partial")
-        with open(tmp, "wb") as f:
+        with atomic_open(path, "wb") as f:
             np.savez_compressed(f, gamma=np.float64(self.gamma), meta=np.array(json.dumps(self.meta)), **arrays)
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "LandmarkCorrection":
