@@ -8,7 +8,9 @@ bound) -> ``report.md`` and ``metrics.json`` under ``out``.
 
 Each stage runs the same command a user would type (so the demo also proves the CLIs), in a
 subprocess, and leaves a stamp ``out/.stages/<stage>.json`` holding the command; re-running the
-demo skips a stage whose stamp matches its command and whose outputs exist.
+demo skips a stage whose stamp matches its command and whose outputs exist, unless a stage it consumes
+(``Stage.needs``, followed transitively) runs again: an edited tracker config re-tracks and re-evaluates,
+but does not retrain the ablation priors.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Stage:
     commands: list[list[str]]
     outputs: list[Path]
     env: dict[str, str] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()  # the earlier stages whose outputs its commands read
 
 
 def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
@@ -108,26 +111,29 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
                         *cfg.data_overrides],
                        [python, "-m", "data_tools.inspect", str(data), "--out", str(out / "data_sheet.png")]],
               [data / "train.json", out / "data_sheet.png"]),
-        Stage("train", [[python, *train_cmd]], [run / "checkpoints" / "latest"], {"OMP_NUM_THREADS": "1"}),
-        Stage("export", [[python, "-m", "train.export", "--ckpt", str(run), "--out", str(prior)]], [prior]),
+        Stage("train", [[python, *train_cmd]], [run / "checkpoints" / "latest"], {"OMP_NUM_THREADS": "1"},
+              needs=("data",)),
+        Stage("export", [[python, "-m", "train.export", "--ckpt", str(run), "--out", str(prior)]], [prior],
+              needs=("train",)),
         Stage("subjects", [[python, "-m", "data_tools.subject", "--seed", str(s), "--out", str(p), *cfg.subject_args]
                            for s, p in zip(cfg.subject_seeds + cfg.validation_seeds, subjects + validation)],
               [p / "cameras.json" for p in subjects + validation]),
         Stage("track", [[python, "-m", "synshot.eval.tracked", *map(str, subjects + validation), "--config",
                          cfg.track_config, "--out", str(tracked_dir), *cfg.track_overrides]],
-              [p / "params.json" for p in tracked]),
+              [p / "params.json" for p in tracked], needs=("subjects",)),
         Stage("invert", [[python, "-m", "synshot.invert", str(tracked[0]), "--config", cfg.invert_config,
                           "--prior", str(prior), "--out", str(avatar_dir), "subject.check_eval_cameras=false",
                           *cfg.invert_overrides]],
               [avatar_dir / f for f in ("avatar.safetensors", "avatar.ply", "turntable.mp4", "metrics.json",
-                                        "inputs_vs_renders.png")]),
+                                        "inputs_vs_renders.png")], needs=("export", "track")),
         Stage("drive", [[python, "-m", "synshot.invert.drive", "--avatar", str(avatar_dir / "avatar.safetensors"),
                          "--expr", str(subjects[1]), "--out", str(avatar_dir / "driven.mp4"), "--side-by-side"]],
-              [avatar_dir / "driven.mp4"]),
+              [avatar_dir / "driven.mp4"], needs=("invert", "subjects")),
     ]
     tuning = []
     if ablation_cmds:
-        stages.append(Stage("ablations", ablation_cmds, list(ablation_priors.values()), {"OMP_NUM_THREADS": "1"}))
+        stages.append(Stage("ablations", ablation_cmds, list(ablation_priors.values()), {"OMP_NUM_THREADS": "1"},
+                            needs=("data",)))
         if not validation:
             raise ValueError("ablations need validation_seeds: each ablation prior is tuned on validation subjects")
         # each ablation prior gets the validation search the main prior got (configs/eval/tune_tiny.yaml)
@@ -140,10 +146,11 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
                                             f"tracked_dir={tracked_dir}", f"track_config={cfg.track_config}",
                                             "track_overrides=" + json.dumps(cfg.track_overrides)]),
             "ablations=" + json.dumps({a: str(p) for a, p in ablation_priors.items()})]],
-            [tune_out / "tuning.json"]))
+            [tune_out / "tuning.json"], needs=("export", "subjects", "track", "ablations")))
         tuning = [f"ablation_tuning={tune_out / 'tuning.json'}"]
-    if seed_cmds:  # after the ablations' stages, so adding a seed re-runs neither their training nor their search
-        stages.append(Stage("train-seeds", seed_cmds, list(seed_priors.values()), {"OMP_NUM_THREADS": "1"}))
+    if seed_cmds:
+        stages.append(Stage("train-seeds", seed_cmds, list(seed_priors.values()), {"OMP_NUM_THREADS": "1"},
+                            needs=("data",)))
     stages.append(
         Stage("eval", [[python, "-m", "synshot.eval", "--config", cfg.eval_config,
                         "subjects=" + json.dumps([str(p) for p in subjects]),
@@ -155,7 +162,8 @@ def build_stages(cfg: DemoConfig, python: str = sys.executable) -> list[Stage]:
                         "ablations=" + json.dumps({a: str(p) for a, p in ablation_priors.items()}),
                         "train_seed_priors=" + json.dumps({s: str(p) for s, p in seed_priors.items()}),
                         *tuning, *cfg.eval_overrides]],
-              [out / "eval" / "report.md", out / "eval" / "metrics.json"]))
+              [out / "eval" / "report.md", out / "eval" / "metrics.json"],
+              needs=tuple(s.name for s in stages if s.name not in ("invert", "drive"))))
     return stages
 
 
@@ -189,6 +197,11 @@ def is_done(out: Path, stage: Stage) -> bool:
     return data.get("commands") == stage.commands and data.get("configs") == config_digest(stage)
 
 
+def needs_run(out: Path, stage: Stage, ran: set[str], forced: set[str]) -> bool:
+    """Forced, never finished with this command and config, or a stage it consumes ran in this demo."""
+    return stage.name in forced or bool(ran.intersection(stage.needs)) or not is_done(out, stage)
+
+
 def run_stage(out: Path, stage: Stage, index: int, total: int) -> float:
     log.info("=== [%d/%d] %s ===", index, total, stage.name)
     env = {**os.environ, **stage.env}
@@ -207,6 +220,21 @@ def run_stage(out: Path, stage: Stage, index: int, total: int) -> float:
     write_json(_stamp_path(out, stage), {"commands": stage.commands, "configs": config_digest(stage),
                                          "seconds": seconds})
     log.info("=== %s done in %.0f s ===", stage.name, seconds)
+    return seconds
+
+
+def run_stages(out: Path, stages: list[Stage], forced: set[str] = frozenset()) -> dict[str, float]:
+    """Run the stages in order, reusing finished ones (``needs_run``); seconds per stage (reused: as recorded)."""
+    seconds: dict[str, float] = {}
+    ran: set[str] = set()
+    for i, stage in enumerate(stages, 1):
+        if not needs_run(out, stage, ran, forced):
+            prev = json.loads(_stamp_path(out, stage).read_text()).get("seconds", 0.0)
+            seconds[stage.name] = prev
+            log.info("=== [%d/%d] %s: done earlier (%.0f s), reusing ===", i, len(stages), stage.name, prev)
+            continue
+        seconds[stage.name] = run_stage(out, stage, i, len(stages))
+        ran.add(stage.name)
     return seconds
 
 
@@ -242,7 +270,8 @@ CLI = Command("demo", "The whole pipeline at toy scale, one stage after the othe
               config_cls=DemoConfig, default_config="configs/demo/tiny.yaml",
               out_help="output folder (report.md, metrics.json, every stage's outputs)", out_key="out",
               example="synshot demo nproc=1 --out runs/demo2")
-CLI.parser.add_argument("--force", nargs="*", default=[], help="re-run these stages (and the ones after them)")
+CLI.parser.add_argument("--force", nargs="*", default=[],
+                        help="re-run these stages (and the ones that consume their outputs)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,18 +289,8 @@ def run(args, cfg: DemoConfig) -> int:
     bad = [f for f in args.force if f not in names]
     if bad:
         raise UsageError(f"--force {bad}: stages are {names}")
-    first_forced = min((names.index(f) for f in args.force), default=len(names))
     start = time.perf_counter()
-    seconds: dict[str, float] = {}
-    for i, stage in enumerate(stages, 1):
-        # a stage that runs invalidates every later one (they consume its outputs)
-        if i - 1 < first_forced and is_done(out, stage):
-            prev = json.loads(_stamp_path(out, stage).read_text()).get("seconds", 0.0)
-            seconds[stage.name] = prev
-            log.info("=== [%d/%d] %s: done earlier (%.0f s), reusing ===", i, len(stages), stage.name, prev)
-            continue
-        seconds[stage.name] = run_stage(out, stage, i, len(stages))
-        first_forced = min(first_forced, i)
+    seconds = run_stages(out, stages, set(args.force))
     report = write_summary(cfg, stages, seconds)
     log.info("=== demo finished in %.0f s (stages: %.0f s) ===", time.perf_counter() - start, sum(seconds.values()))
     log.info("report:      %s", report)

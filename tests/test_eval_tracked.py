@@ -54,6 +54,15 @@ def test_tracking_cache_digest_is_the_inputs_and_the_config(tmp_path):
     Image.fromarray(np.full((8, 8), 128, np.uint8)).save(subject / "masks" / "001.png")
     assert input_digest(subject, cfg) != base
     assert default_tracked_dir(subject) == (tmp_path / "tracked").resolve()
+    # so is a rebuilt landmark correction file (same path, same config)
+    from synshot.track.landmark_correction import SHIPPED
+
+    correction = tmp_path / "correction.npz"
+    correction.write_bytes(SHIPPED.read_bytes())
+    with_file = _track_cfg(f"detect.correction_file={correction}")
+    before = input_digest(subject, with_file)
+    correction.write_bytes(SHIPPED.read_bytes() + b"\0")
+    assert input_digest(subject, with_file) != before
 
 
 def _results() -> list[MethodResult]:
