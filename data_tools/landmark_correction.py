@@ -24,13 +24,12 @@ from pydantic import Field, model_validator
 
 from synshot.cli import Command, UsageError, get_logger
 from synshot.config import ConfigBase
+from synshot.eval.splits import TEST_SEEDS, VALIDATION_SEEDS
 from synshot.track.config import DetectConfig
 
 log = get_logger("synshot.track.correction")
 
 FRAMES = ("000.png", "001.png", "eval/e0_v1.png", "eval/e0_v3.png")
-VALIDATION_SEEDS = range(2001, 2011)
-TEST_SEEDS_FROM = 3001
 
 
 class CorrectionToolConfig(ConfigBase):
@@ -48,7 +47,7 @@ class CorrectionToolConfig(ConfigBase):
     @model_validator(mode="after")
     def _no_held_out_seeds(self) -> "CorrectionToolConfig":
         seeds = range(self.first_seed, self.first_seed + self.identities)
-        if any(s in seeds for s in VALIDATION_SEEDS) or seeds.stop > TEST_SEEDS_FROM:
+        if any(s in seeds for s in VALIDATION_SEEDS) or seeds.stop > TEST_SEEDS[0]:  # test seeds and all above
             raise ValueError(f"calibration seeds {seeds.start}-{seeds.stop - 1} overlap the validation (2001-2010) "
                              f"or test (3001+) seeds; use first_seed=101 and at most 1900 identities")
         return self

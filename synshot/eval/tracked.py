@@ -62,9 +62,9 @@ def input_digest(subject_dir: Path, track_cfg: TrackConfig) -> str:
     the landmark correction's file when it is on (a rebuilt correction re-tracks)."""
     h = hashlib.sha256(f"tracked-format {TRACKED_FORMAT}\n{dump_config(track_cfg)}\n".encode())
     if track_cfg.detect.correct_landmarks:
-        from synshot.track.landmark_correction import SHIPPED
+        from synshot.track.landmark_correction import correction_path
 
-        correction = Path(track_cfg.detect.correction_file or SHIPPED)
+        correction = correction_path(track_cfg.detect.correction_file)
         h.update(correction.read_bytes() if correction.is_file() else b"<missing correction>")
     return hash_files(h, Path(subject_dir), [p for folder in INPUT_FOLDERS for p in _tree(Path(subject_dir) / folder)])
 

@@ -246,8 +246,14 @@ def _fit_points(it: _Item) -> np.ndarray | None:
     return it.corrected_landmarks if it.correction_kept else it.landmarks
 
 
-def _observations(detected: list[_Item], items: list[_Item], guesses: list[float]) -> list[PhotoObservation]:
-    return [PhotoObservation(it.record["file"], it.rgb.shape[1], it.rgb.shape[0], _fit_points(it),
+def _corrected_points(it: _Item) -> np.ndarray | None:
+    """The landmarks a fit with the correction uses: corrected where it was within its bound, else dlib's."""
+    return it.landmarks if it.corrected_landmarks is None else it.corrected_landmarks
+
+
+def _observations(detected: list[_Item], items: list[_Item], guesses: list[float],
+                  points=_fit_points) -> list[PhotoObservation]:
+    return [PhotoObservation(it.record["file"], it.rgb.shape[1], it.rgb.shape[0], points(it),
                              box_face_size(it.box), guesses[items.index(it)]) for it in detected]
 
 
@@ -266,9 +272,8 @@ def _apply_correction(head: HeadModel, detected: list[_Item], items: list[_Item]
     candidates = [it for it in detected if it.corrected_landmarks is not None]
     if not candidates:
         return None
-    for it in candidates:
-        it.correction_kept = True
-    corrected = fit_landmarks(head, _observations(detected, items, guesses), cfg.fit, shared, log=log.debug)
+    corrected = fit_landmarks(head, _observations(detected, items, guesses, _corrected_points), cfg.fit, shared,
+                              log=log.debug)
     ratio = [float(c / max(r, 1e-6)) for c, r in zip(corrected.rmse_px, fit.rmse_px)]
     kept = max(ratio) <= cfg.detect.max_correction_rmse_ratio
     for k, it in enumerate(detected):

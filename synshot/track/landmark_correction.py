@@ -136,9 +136,14 @@ def _load_cached(path: str) -> LandmarkCorrection:
     return LandmarkCorrection.load(path)
 
 
+def correction_path(path: str | None = None) -> Path:
+    """The file ``detect.correction_file`` names: ``path``, or the shipped one when it is null."""
+    return Path(path) if path else SHIPPED
+
+
 def load_correction(path: str | None = None) -> LandmarkCorrection:
-    """The correction at ``path`` (default: the shipped one), loaded once per process."""
-    return _load_cached(str(Path(path) if path else SHIPPED))
+    """The correction at ``correction_path(path)``, loaded once per process."""
+    return _load_cached(str(correction_path(path)))
 
 
 def grouped_cv_error(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, **hyper) -> float:
