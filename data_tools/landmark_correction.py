@@ -13,7 +13,6 @@ photos per identity: the frontal and the ~12 degree smile (as the held-out input
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from functools import lru_cache
 from multiprocessing import get_context
@@ -53,12 +52,15 @@ class CorrectionToolConfig(ConfigBase):
         return self
 
 
-def pairs_from_subject(folder: Path, detect: DetectConfig, lhead) -> list[dict]:
-    """(dlib points, box, true table points) of each of FRAMES in which dlib finds a face."""
+def pairs_from_subject(folder: Path, detect: DetectConfig, lhead, images: bool = False) -> list[dict]:
+    """(dlib points, box, true table points) of each of FRAMES in which dlib finds a face; with ``images``
+    also the photo (uint8) and ``model``: the 68 points the tracker's fit matches at the true pose (inner
+    points as ``true``, jaw points on the model's contour, snapped where dlib's jaw points are)."""
     import torch
     from PIL import Image
 
     from synshot.faces import landmarks68
+    from synshot.faces.dlib_models import as_uint8_rgb
     from synshot.head import IdentityParams
     from synshot.track.api import detect_face
     from synshot.track.geometry import head_to_camera
@@ -82,7 +84,14 @@ def pairs_from_subject(folder: Path, detect: DetectConfig, lhead) -> list[dict]:
             pts = lhead.fixed_points(verts).double().numpy()
         c = pts @ T[:3, :3].T + T[:3, 3]
         true = c[:, :2] / c[:, 2:3] * np.diag(K)[:2] + K[:2, 2]
-        pairs.append({"dlib": landmarks68(rgb, face), "box": face.box, "true": true})
+        pair = {"dlib": landmarks68(rgb, face), "box": face.box, "true": true}
+        if images:
+            f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+            with torch.no_grad():
+                model = lhead.project_landmarks(verts, f32(T[:3, :3]), f32(T[:3, 3]), f32(K[0, 0]), f32(K[:2, 2]),
+                                                f32(pair["dlib"])).double().numpy()
+            pair.update(image=as_uint8_rgb(rgb), model=model)
+        pairs.append(pair)
     return pairs
 
 
@@ -94,39 +103,40 @@ def _landmark_head():
     return LandmarkHead(HeadModel(HeadConfig.tiny()))
 
 
-def _identity_pairs(job: tuple[int, str, int, int, dict]) -> tuple[int, list[dict]]:
-    """One worker's job: render identity ``seed``, pair its photos' points, delete the renders."""
-    seed, root, size, spp, detect = job
+def identity_pairs(job: tuple[int, str | None, int, int, dict, bool]) -> tuple[int, list[dict]]:
+    """One worker's job (seed, rendered, size, spp, detect config, images): identity ``seed``'s pairs, from
+    ``rendered/s<seed>`` when that subject is there, else rendered into a temporary folder and deleted."""
+    seed, rendered, size, spp, detect, images = job
     import torch
 
     from data_tools.subject import make_subject
 
     torch.set_num_threads(1)
-    folder = Path(root) / f"s{seed}"
-    make_subject(seed, folder, size=size, spp=spp, eval_views=4, eval_expressions=1, tiny_head=True)
-    try:
-        return seed, pairs_from_subject(folder, DetectConfig(**detect), _landmark_head())
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    done = Path(rendered) / f"s{seed}" if rendered else None
+    if done is not None and (done / "params.json").is_file():
+        return seed, pairs_from_subject(done, DetectConfig(**detect), _landmark_head(), images)
+    with tempfile.TemporaryDirectory(prefix=f"calibration_s{seed}_") as tmp:
+        folder = make_subject(seed, Path(tmp) / f"s{seed}", size=size, spp=spp, eval_views=4, eval_expressions=1,
+                              tiny_head=True)
+        return seed, pairs_from_subject(folder, DetectConfig(**detect), _landmark_head(), images)
 
 
-def collect_pairs(cfg: CorrectionToolConfig, work_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def collect_pairs(cfg: CorrectionToolConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features (P, 136), targets (P, 102) and identity seeds (P,) from ``cfg.identities`` rendered identities."""
     from synshot.track.landmark_correction import INNER_IDX, layout_features
 
     seeds = range(cfg.first_seed, cfg.first_seed + cfg.identities)
     x, y, groups = [], [], []
-    with tempfile.TemporaryDirectory(prefix="landmark_correction_", dir=work_dir) as tmp:
-        jobs = [(s, tmp, cfg.size, cfg.spp, cfg.detect.model_dump()) for s in seeds]
-        with get_context("spawn").Pool(cfg.workers) as pool:
-            for done, (seed, pairs) in enumerate(pool.imap(_identity_pairs, jobs), 1):
-                for p in pairs:
-                    feat, _, size = layout_features(p["dlib"], p["box"])
-                    x.append(feat)
-                    y.append(((p["true"] - p["dlib"]) / size)[INNER_IDX].reshape(-1))
-                    groups.append(seed)
-                if done % 20 == 0 or done == len(jobs):
-                    log.info("%d/%d identities rendered, %d photos with a face", done, len(jobs), len(x))
+    jobs = [(s, None, cfg.size, cfg.spp, cfg.detect.model_dump(), False) for s in seeds]
+    with get_context("spawn").Pool(cfg.workers) as pool:
+        for done, (seed, pairs) in enumerate(pool.imap(identity_pairs, jobs), 1):
+            for p in pairs:
+                feat, _, size = layout_features(p["dlib"], p["box"])
+                x.append(feat)
+                y.append(((p["true"] - p["dlib"]) / size)[INNER_IDX].reshape(-1))
+                groups.append(seed)
+            if done % 20 == 0 or done == len(jobs):
+                log.info("%d/%d identities rendered, %d photos with a face", done, len(jobs), len(x))
     return np.asarray(x), np.asarray(y), np.asarray(groups)
 
 

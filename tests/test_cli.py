@@ -89,6 +89,7 @@ SUBCOMMANDS = {
     "head sheet": ([], "identities", 2, "spp", 4),
     "head landmarks": ([], "identities", 2, "calibrate", True),
     "track correction": ([], "identities", 40, "detect.work_side", 256),
+    "track predictor": ([], "trees", 50, "detect.work_side", 256),
     "track": (["photos/"], "image_side", 512, "seed", 3),
     "train": ([], "max_steps", 7, "seed", 3),
     "submit": ([], "max_steps", 7, "seed", 3),

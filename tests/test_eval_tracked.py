@@ -63,6 +63,13 @@ def test_tracking_cache_digest_is_the_inputs_and_the_config(tmp_path):
     before = input_digest(subject, with_file)
     correction.write_bytes(SHIPPED.read_bytes() + b"\0")
     assert input_digest(subject, with_file) != before
+    # and a retrained landmark predictor, when it is the correction in use
+    predictor = tmp_path / "predictor.dat"
+    predictor.write_bytes(b"one")
+    with_predictor = _track_cfg("detect.correction=shape_predictor", f"detect.predictor_file={predictor}")
+    before = input_digest(subject, with_predictor)
+    predictor.write_bytes(b"two")
+    assert input_digest(subject, with_predictor) != before
 
 
 def _results() -> list[MethodResult]:

@@ -112,6 +112,31 @@ def test_shipped_correction_brings_dlib_closer_to_the_head_models_landmarks(unse
     assert rms_after < 0.85 * rms_before, (rms_before, rms_after)
 
 
+@pytest.mark.slow
+def test_shipped_predictor_finds_the_head_models_landmarks_closer_than_dlib(unseen_subjects):
+    """The predictor's 68 points lie closer to the fit's targets at the true pose than dlib's do, the
+    inner points and the jaw contour alike (identities it never saw)."""
+    from data_tools.landmark_correction import pairs_from_subject
+    from synshot.head import HeadConfig, HeadModel
+    from synshot.track.config import DetectConfig
+    from synshot.track.fit import LandmarkHead
+    from synshot.track.landmark_predictor import load_predictor, point_rms
+
+    lhead = LandmarkHead(HeadModel(HeadConfig.tiny()))
+    predictor = load_predictor()
+    rms = {"dlib_inner": [], "inner": [], "dlib_jaw": [], "jaw": []}
+    for folder in unseen_subjects:
+        for p in pairs_from_subject(folder, DetectConfig(), lhead, images=True):
+            np.testing.assert_allclose(p["model"][list(INNER)], p["true"][list(INNER)], atol=1e-3)
+            points = predictor.apply(p["image"], p["box"])
+            for key, idx in (("inner", INNER), ("jaw", JAW)):
+                rms[key].append(point_rms(points, p["model"], p["box"], idx))
+                rms["dlib_" + key].append(point_rms(p["dlib"], p["model"], p["box"], idx))
+    assert len(rms["inner"]) >= 8
+    mean = {k: float(np.mean(v)) for k, v in rms.items()}
+    assert mean["inner"] < 0.6 * mean["dlib_inner"] and mean["jaw"] < mean["dlib_jaw"], mean
+
+
 def _near_frontal_photos(subject, dest):
     import shutil
 
@@ -151,6 +176,21 @@ def test_tracker_keeps_the_correction_on_a_head_model_face_and_drops_it_when_the
     assert cams_dropped == cams_off                                          # dropped = never applied
     for a, b in zip(dropped, off):
         assert a["detected_landmarks"] == a["dlib_landmarks"] == b["detected_landmarks"]
+
+
+@pytest.mark.slow
+def test_tracker_fits_the_predictors_points_when_asked(unseen_subjects, tmp_path):
+    from synshot.config import load_config
+    from synshot.track import track_subject
+    from synshot.track.config import TrackConfig
+
+    photos = _near_frontal_photos(unseen_subjects[1], tmp_path / "photos")
+    track_subject(photos, tmp_path / "out", load_config(TrackConfig, None, ["detect.correction=shape_predictor"]))
+    for fr in json.loads((tmp_path / "out" / "tracking.json").read_text())["frames"]:
+        corr = fr["landmark_correction"]
+        assert corr["method"] == "shape_predictor" and corr["kept"], corr
+        det, raw = np.asarray(fr["detected_landmarks"]), np.asarray(fr["dlib_landmarks"])
+        assert np.abs(det[list(JAW)] - raw[list(JAW)]).max() > 0.1        # the jaw was re-read too
 
 
 def test_calibration_seeds_may_not_touch_held_out_subjects():

@@ -59,12 +59,12 @@ def default_tracked_dir(subject_dir: Path) -> Path:
 
 def input_digest(subject_dir: Path, track_cfg: TrackConfig) -> str:
     """sha256 of what the tracker sees (images/ and masks/ bytes, by relative path), of its config and of
-    the landmark correction's file when it is on (a rebuilt correction re-tracks)."""
+    the landmark correction's file when it is on (a rebuilt correction or predictor re-tracks)."""
     h = hashlib.sha256(f"tracked-format {TRACKED_FORMAT}\n{dump_config(track_cfg)}\n".encode())
     if track_cfg.detect.correct_landmarks:
-        from synshot.track.landmark_correction import correction_path
+        from synshot.track.landmark_correction import correction_source
 
-        correction = correction_path(track_cfg.detect.correction_file)
+        correction = correction_source(track_cfg.detect)
         h.update(correction.read_bytes() if correction.is_file() else b"<missing correction>")
     return hash_files(h, Path(subject_dir), [p for folder in INPUT_FOLDERS for p in _tree(Path(subject_dir) / folder)])
 

@@ -101,11 +101,16 @@ def detect_faces(image: np.ndarray, upsample: int = 1) -> list[Face]:
     return sorted(faces, key=lambda f: -f.size)
 
 
+def shape_points(predictor, image: np.ndarray, box) -> np.ndarray:
+    """(P, 2) points of a dlib shape predictor in the detector box ``box`` (left, top, right, bottom), in
+    continuous pixel coordinates (pixel centres at +0.5)."""
+    shape = predictor(as_uint8_rgb(image), _rect(box))
+    return np.array([[p.x + 0.5, p.y + 0.5] for p in shape.parts()], dtype=np.float64)
+
+
 def landmarks68(image: np.ndarray, face: Face) -> np.ndarray:
     """(68, 2) iBUG 300-W landmarks in continuous pixel coordinates (pixel centres at +0.5)."""
-    img = as_uint8_rgb(image)
-    shape = _model("landmarks68")(img, _rect(face.box))
-    return np.array([[p.x + 0.5, p.y + 0.5] for p in shape.parts()], dtype=np.float64)
+    return shape_points(_model("landmarks68"), image, face.box)
 
 
 def face_descriptor(image: np.ndarray, face: Face | None = None, upsample: int = 1) -> np.ndarray | None:

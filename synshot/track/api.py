@@ -30,7 +30,7 @@ from synshot.fsio import publish_dir
 from synshot.head import HEAD_MODEL_VERSION, HeadConfig, HeadModel, IdentityParams
 from synshot.track.config import DetectConfig, TrackConfig
 from synshot.track.fit import FitResult, PhotoObservation, box_face_size, fit_landmarks
-from synshot.track.landmark_correction import load_correction, offset_rms
+from synshot.track.landmark_correction import corrected_landmarks, offset_rms
 from synshot.track.masks import grabcut_mask, head_faces, mesh_raster
 from synshot.track.overlay import photo_panel, tracking_sheet
 from synshot.track.photos import Photo, PhotoError, list_photos, read_photo, user_mask
@@ -115,9 +115,10 @@ def _detect(item: _Item, cfg: TrackConfig, warnings: list[str]) -> None:
     item.box = box
     item.landmarks = landmarks68(item.rgb, face)
     if cfg.detect.correct_landmarks:
-        corrected = load_correction(cfg.detect.correction_file).apply(item.landmarks, box)
+        corrected = corrected_landmarks(item.rgb, item.landmarks, box, cfg.detect)
         offset = offset_rms(item.landmarks, corrected, box)
-        item.record["landmark_correction"] = {"kept": False, "offset_rms": round(offset, 4)}
+        item.record["landmark_correction"] = {"method": cfg.detect.correction, "kept": False,
+                                              "offset_rms": round(offset, 4)}
         if offset <= cfg.detect.max_correction:    # larger: a layout unlike most it was learned on
             item.corrected_landmarks = corrected
     item.descriptor = face_descriptor(item.rgb, face)

@@ -13,8 +13,13 @@ class DetectConfig(ConfigBase):
     work_side: int = Field(384, ge=64)        # detection runs on a copy whose long side is this (speed)
     upsample: int = Field(1, ge=0, le=3)      # extra upsampling tried when nothing is found at 0
     min_face_px: float = Field(24.0, gt=0)    # smaller faces (in the original photo) are refused
-    correct_landmarks: bool = True            # move dlib's inner points by the learned correction (landmark_correction)
-    correction_file: str | None = None        # its .npz; default: the one shipped with synshot
+    correct_landmarks: bool = True            # move dlib's points onto the head model's landmarks (``correction``)
+    # kernel_ridge: dlib's inner points moved by a regression on their layout (landmark_correction);
+    # shape_predictor: all 68 points re-read from the pixels by a predictor trained on head-model renders
+    # (landmark_predictor; jaw on the model's contour)
+    correction: Literal["kernel_ridge", "shape_predictor"] = "kernel_ridge"
+    correction_file: str | None = None        # kernel_ridge: its .npz; default: the one shipped with synshot
+    predictor_file: str | None = None         # shape_predictor: its .dat; default: the one shipped with synshot
     max_correction: float = Field(0.08, gt=0)  # a photo's correction is not used beyond this RMS offset (face sizes)
     max_correction_rmse_ratio: float = Field(1.25, gt=0)  # dropped when the fit explains it this much worse than dlib's
 

@@ -146,6 +146,24 @@ def load_correction(path: str | None = None) -> LandmarkCorrection:
     return _load_cached(str(correction_path(path)))
 
 
+def corrected_landmarks(image: np.ndarray, landmarks: np.ndarray, box, detect) -> np.ndarray:
+    """dlib's 68 points moved onto the head model's landmarks by the method ``detect.correction`` names."""
+    if detect.correction == "shape_predictor":
+        from synshot.track.landmark_predictor import load_predictor
+
+        return load_predictor(detect.predictor_file).apply(image, box)
+    return load_correction(detect.correction_file).apply(landmarks, box)
+
+
+def correction_source(detect) -> Path:
+    """The file the configured correction reads (a rebuilt file must re-track a cached subject)."""
+    if detect.correction == "shape_predictor":
+        from synshot.track.landmark_predictor import predictor_path
+
+        return predictor_path(detect.predictor_file)
+    return correction_path(detect.correction_file)
+
+
 def grouped_cv_error(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, **hyper) -> float:
     """RMS point error (face sizes) of held-out identities: each fold leaves whole identities out."""
     ids = np.unique(groups)

@@ -1,0 +1,122 @@
+"""Train the tracker's landmark predictor: ``synshot track predictor --out FILE.dat``.
+
+Renders calibration identities exactly as held-out subjects are rendered (``data_tools.subject``),
+from the same seeds and photos as the landmark correction (``data_tools.landmark_correction``:
+neither validation nor test seeds), detects each face with the tracker's own detection path, and
+trains a dlib shape predictor (``synshot.track.landmark_predictor``) whose targets are the points the
+tracker's fit matches at the generator's true pose. First a predictor trained without the last
+``holdout`` fraction of identities measures the point error on them; then the shipped one is trained
+on every identity. Both figures land in a JSON record beside the file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from synshot.cli import Command, UsageError, get_logger
+from synshot.fsio import atomic_open
+from data_tools.landmark_correction import FRAMES, CorrectionToolConfig, identity_pairs
+
+log = get_logger("synshot.track.predictor")
+
+
+class PredictorToolConfig(CorrectionToolConfig):
+    """What the predictor is trained on and how (dlib ``shape_predictor_training_options``)."""
+
+    rendered: str | None = None               # reuse subjects already rendered there (s<seed>/), else render
+    holdout: float = Field(0.2, ge=0, lt=1)   # last identities held out to measure the error (0: skip)
+    mirror: bool = True                       # add each photo's mirror image
+    trees: int = Field(100, ge=1)             # per cascade level
+    cascade_depth: int = Field(10, ge=1)
+    tree_depth: int = Field(4, ge=1)
+    oversampling: int = Field(20, ge=1)       # random initial shapes per sample
+    nu: float = Field(0.1, gt=0, le=1)        # shrinkage
+    feature_pool_size: int = Field(400, ge=2)
+    seed: int = 0
+
+    def options(self) -> dict:
+        return {"num_trees_per_cascade_level": self.trees, "cascade_depth": self.cascade_depth,
+                "tree_depth": self.tree_depth, "oversampling_amount": self.oversampling, "nu": self.nu,
+                "feature_pool_size": self.feature_pool_size, "num_threads": self.workers,
+                "random_seed": str(self.seed)}
+
+
+def collect_samples(cfg: PredictorToolConfig) -> list[dict]:
+    """Every calibration photo in which dlib finds a face: image, box, dlib's and the target points, seed."""
+    seeds = range(cfg.first_seed, cfg.first_seed + cfg.identities)
+    jobs = [(s, cfg.rendered, cfg.size, cfg.spp, cfg.detect.model_dump(), True) for s in seeds]
+    samples = []
+    with get_context("spawn").Pool(cfg.workers) as pool:
+        for done, (seed, pairs) in enumerate(pool.imap(identity_pairs, jobs), 1):
+            samples += [{**p, "seed": seed} for p in pairs]
+            if done % 20 == 0 or done == len(jobs):
+                log.info("%d/%d identities, %d photos with a face", done, len(jobs), len(samples))
+    return samples
+
+
+def held_out_errors(predictor, samples: list[dict]) -> dict[str, float]:
+    """Mean per-photo RMS (face sizes) of the inner and jaw points against the targets, and dlib's."""
+    from synshot.head.landmarks import INNER, JAW
+    from synshot.track.landmark_predictor import point_rms
+
+    rows = {"inner": [], "jaw": [], "dlib_inner": [], "dlib_jaw": []}
+    for s in samples:
+        pred = predictor.apply(s["image"], s["box"])
+        for key, points in (("", pred), ("dlib_", s["dlib"])):
+            rows[key + "inner"].append(point_rms(points, s["model"], s["box"], INNER))
+            rows[key + "jaw"].append(point_rms(points, s["model"], s["box"], JAW))
+    return {k: float(np.mean(v)) for k, v in rows.items()}
+
+
+CLI = Command("track predictor", "Train the tracker's 68-point landmark predictor on renders of the head model.",
+              config_cls=PredictorToolConfig, out_help="the predictor file to write (.dat; a .json record beside it)",
+              example="synshot track predictor --out synshot/track/landmark_predictor.dat identities=400")
+
+
+def run(args, cfg: PredictorToolConfig) -> int:
+    from synshot.track.landmark_predictor import train
+
+    if not args.out:
+        raise UsageError("--out FILE.dat is required (the shipped one: synshot/track/landmark_predictor.dat)")
+    samples = collect_samples(cfg)
+    seeds = sorted({s["seed"] for s in samples})
+    if len(seeds) < cfg.min_identities:
+        raise UsageError(f"dlib found a face in only {len(seeds)} of {cfg.identities} identities (needed: "
+                         f"min_identities={cfg.min_identities}); render more identities")
+    record = {"seeds": [cfg.first_seed, cfg.first_seed + cfg.identities - 1], "identities": len(seeds),
+              "photos": len(samples), "frames": list(FRAMES), "size": cfg.size, "spp": cfg.spp,
+              "mirror": cfg.mirror, "options": cfg.options()}
+    held = seeds[len(seeds) - int(round(cfg.holdout * len(seeds))):] if cfg.holdout > 0 else []
+    if held:
+        start = time.perf_counter()
+        fit = [s for s in samples if s["seed"] not in held]
+        errors = held_out_errors(train(fit, cfg.options(), cfg.mirror), [s for s in samples if s["seed"] in held])
+        record["held_out"] = {"seeds": [held[0], held[-1]], "identities": len(held),
+                              "photos": sum(s["seed"] in held for s in samples), **errors}
+        log.info("held-out identities %d-%d: inner points %.4f (dlib %.4f), jaw %.4f (dlib %.4f) face sizes (%.0f s)",
+                 held[0], held[-1], errors["inner"], errors["dlib_inner"], errors["jaw"], errors["dlib_jaw"],
+                 time.perf_counter() - start)
+    start = time.perf_counter()
+    predictor = train(samples, cfg.options(), cfg.mirror)
+    record["train_seconds"] = round(time.perf_counter() - start, 1)
+    out = Path(args.out)
+    predictor.save(out)
+    with atomic_open(out.with_suffix(".json"), "w") as f:
+        f.write(json.dumps(record, indent=2) + "\n")
+    log.info("wrote %s (%.1f MB) and its record %s: %d photos of %d identities", out, out.stat().st_size / 1e6,
+             out.with_suffix(".json"), len(samples), len(seeds))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return CLI.main(argv, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

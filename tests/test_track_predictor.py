@@ -1,0 +1,111 @@
+"""The tracker's landmark predictor (synshot.track.landmark_predictor, data_tools.landmark_predictor):
+the crop it reads faces through, training on a toy task, its file, and the shipped predictor's record."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from synshot.head.landmarks import MIRROR
+from synshot.track.landmark_predictor import (BOX_PX, REBUILD, SHIPPED, LandmarkPredictor, face_crop, mirrored,
+                                              point_rms, train, training_record)
+
+
+def test_face_crop_maps_points_both_ways_and_pads_beyond_the_border():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    for box in ((40.0, 20.0, 80.0, 60.0), (-10.0, 50.0, 30.0, 95.0)):      # the second leaves the photo
+        crop = face_crop(image, box)
+        left, top, right, bottom = crop.box
+        assert np.sqrt((right - left) * (bottom - top)) == pytest.approx(BOX_PX, rel=0.02)
+        pts = rng.uniform(0, 100, (68, 2))
+        np.testing.assert_allclose(crop.to_photo(crop.to_crop(pts)), pts, atol=1e-9)
+        corner = crop.to_crop(np.array([[box[0], box[1]]]))[0]
+        np.testing.assert_allclose(corner, (left, top), atol=1e-9)
+    # a pixel of the photo lands where the crop says: the box centre's intensity is the photo's there
+    flat = np.zeros((90, 120, 3), np.uint8)
+    flat[50:56, 60:66] = 255
+    crop = face_crop(flat, (40.0, 30.0, 90.0, 80.0))
+    x, y = crop.to_crop(np.array([[63.0, 53.0]]))[0]
+    assert crop.image[int(y), int(x)] > 200
+
+
+def test_mirror_twice_is_the_identity():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    pts = rng.uniform(0, 40, (68, 2))
+    box = (5.0, 6.0, 30.0, 33.0)
+    im1, box1, pts1 = mirrored(image, box, pts)
+    assert box1 == (20.0, 6.0, 45.0, 33.0)
+    np.testing.assert_allclose(pts1[MIRROR][:, 0], 50 - pts[:, 0])
+    im2, box2, pts2 = mirrored(im1, box1, pts1)
+    assert np.array_equal(im2, image) and box2 == box
+    np.testing.assert_allclose(pts2, pts)
+
+
+def _blob_samples(n: int, seed: int):
+    """A bright disc at a random place inside a fixed box; the 68 target points ride on the disc, so
+    only the pixels (not the box) say where they are."""
+    rng = np.random.default_rng(seed)
+    template = np.stack([np.cos(np.linspace(0, 2 * np.pi, 68, endpoint=False)),
+                         np.sin(np.linspace(0, 2 * np.pi, 68, endpoint=False))], 1) * 8
+    yy, xx = np.mgrid[0:64, 0:64] + 0.5
+    out = []
+    for _ in range(n):
+        centre = np.array([32.0, 32.0]) + rng.uniform(-7, 7, 2)
+        image = np.clip(255 * np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / 60.0), 0, 255)
+        out.append({"image": np.repeat(image[..., None], 3, 2).astype(np.uint8), "box": (12.0, 12.0, 52.0, 52.0),
+                    "model": template + centre})
+    return out, template
+
+
+def test_training_learns_points_from_the_pixels_and_the_file_round_trips(tmp_path):
+    samples, template = _blob_samples(60, 0)
+    held, _ = _blob_samples(20, 1)
+    predictor = train(samples, {"num_trees_per_cascade_level": 30, "cascade_depth": 6, "oversampling_amount": 5,
+                                "num_threads": 1, "random_seed": "0"}, mirror=False)   # a ring is no face
+    every = range(68)
+    learned = np.mean([point_rms(predictor.apply(s["image"], s["box"]), s["model"], s["box"], every) for s in held])
+    fixed = np.mean([point_rms(template + 32.0, s["model"], s["box"], every) for s in held])   # the box's centre
+    assert learned < 0.5 * fixed, (learned, fixed)
+
+    path = tmp_path / "p.dat"
+    predictor.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["p.dat"]                   # no partial file left
+    again = LandmarkPredictor.load(path)
+    np.testing.assert_array_equal(again.apply(held[0]["image"], held[0]["box"]),
+                                  predictor.apply(held[0]["image"], held[0]["box"]))
+
+    truncated = tmp_path / "truncated.dat"
+    truncated.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="truncated.dat.*synshot track predictor"):
+        LandmarkPredictor.load(truncated)
+    with pytest.raises(ValueError, match="missing.dat.*no landmark predictor.*kernel_ridge"):
+        LandmarkPredictor.load(tmp_path / "missing.dat")
+    assert "synshot track predictor" in REBUILD
+
+
+def test_shipped_predictor_was_trained_on_calibration_identities_only():
+    record = training_record()
+    first, last = record["seeds"]
+    assert last < 2001                                               # no validation (2001-2010) or test (3001+) seed
+    held = record["held_out"]
+    assert held["inner"] < 0.5 * held["dlib_inner"] and held["jaw"] < held["dlib_jaw"]
+    assert SHIPPED.with_suffix(".md").is_file()                      # its model card
+    assert LandmarkPredictor.load(SHIPPED).path == SHIPPED
+
+
+@pytest.mark.slow
+def test_predictor_command_trains_measures_and_writes_a_loadable_file(tmp_path):
+    from data_tools.landmark_predictor import main
+
+    out = tmp_path / "p.dat"
+    assert main(["--out", str(out), "identities=3", "first_seed=1911", "spp=4", "workers=2", "min_identities=2",
+                 "trees=5", "cascade_depth=2", "oversampling=2", "holdout=0.34"]) == 0
+    LandmarkPredictor.load(out)
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["seeds"] == [1911, 1913] and record["identities"] >= 2
+    assert record["held_out"]["identities"] == 1 and record["options"]["num_trees_per_cascade_level"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.dat", "p.json"]
