@@ -292,7 +292,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "head sheet": ("synshot.head.contact_sheet:main", "ray-traced sheet of sampled identities x expressions"),
     "head landmarks": ("synshot.head.landmarks:main", "calibrate / draw the 68 landmarks on the head model"),
     "track correction": ("data_tools.landmark_correction:main", "learn the tracker's correction of dlib's landmarks"),
-    "track predictor": ("data_tools.landmark_predictor:main", "train the tracker's landmark predictor on head-model renders"),
+    "track predictor": ("data_tools.landmark_predictor:main", "train the tracker's landmark predictor on renders"),
     "track": ("data_tools.track:main", "fit the head model to 1-3 photos -> a subject folder"),
     "train": ("train.run:main", "train the prior (one process, torchrun or srun)"),
     "submit": ("slurm.submit:main", "submit training to SLURM through submitit"),

@@ -109,3 +109,24 @@ def test_predictor_command_trains_measures_and_writes_a_loadable_file(tmp_path):
     assert record["seeds"] == [1911, 1913] and record["identities"] >= 2
     assert record["held_out"]["identities"] == 1 and record["options"]["num_trees_per_cascade_level"] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.dat", "p.json"]
+
+
+def test_tracker_names_a_bad_predictor_file_and_the_fix(tmp_path, capsys):
+    """A truncated predictor file is a clean error (exit 3, the file and the command that rebuilds it),
+    not a traceback; nothing is written to the output folder."""
+    from PIL import Image
+    from skimage import data
+
+    from data_tools.track import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(data.astronaut()).crop((96, 16, 336, 256)).save(photos / "a.png")   # the face
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(SHIPPED.read_bytes()[:1000])
+    out = tmp_path / "out"
+    assert main([str(photos), "--out", str(out), "detect.correction=shape_predictor",
+                 f"detect.predictor_file={bad}"]) == 3
+    err = capsys.readouterr().err
+    assert "bad.dat: not a readable landmark predictor" in err and "synshot track predictor" in err
+    assert "Traceback" not in err and not out.exists()

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from synshot.cli import CheckpointFileError
 from synshot.fsio import atomic_open
 from synshot.head.landmarks import INNER, N_LANDMARKS
 from synshot.track.fit import box_face_size
@@ -37,6 +38,11 @@ from synshot.track.fit import box_face_size
 SHIPPED = Path(__file__).with_name("landmark_correction.npz")
 REBUILD = "synshot track correction --out synshot/track/landmark_correction.npz"
 INNER_IDX = np.asarray(INNER)
+
+
+class LandmarkModelError(CheckpointFileError, ValueError):
+    """A landmark correction or predictor file that cannot be used (the message names the file and the
+    command that rebuilds it; the CLI prints it without a traceback)."""
 
 
 def layout_features(landmarks: np.ndarray, box) -> tuple[np.ndarray, np.ndarray, float]:
@@ -118,16 +124,17 @@ class LandmarkCorrection:
                                                                "weights")}
                 gamma, meta = float(f["gamma"]), json.loads(str(f["meta"]))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{path}: not a readable landmark correction ({type(e).__name__}: {e}); rebuild it "
-                             f"with `{REBUILD}`, or track without it (detect.correct_landmarks=false)") from e
+            raise LandmarkModelError(f"{path}: not a readable landmark correction ({type(e).__name__}: {e}); "
+                                     f"rebuild it with `{REBUILD}`, or track without it "
+                                     f"(detect.correct_landmarks=false)") from e
         correction = cls(**arrays, gamma=gamma, meta=meta)
         n = len(correction.anchors)
         shapes = {"mean": (2 * N_LANDMARKS,), "scale": (2 * N_LANDMARKS,), "linear": (2 * N_LANDMARKS, 2 * len(INNER)),
                   "offset": (2 * len(INNER),), "anchors": (n, 2 * N_LANDMARKS), "weights": (n, 2 * len(INNER))}
         bad = [k for k, s in shapes.items() if getattr(correction, k).shape != s]
         if bad:
-            raise ValueError(f"{path}: landmark correction arrays {bad} have the wrong shape; rebuild it with "
-                             f"`{REBUILD}`")
+            raise LandmarkModelError(f"{path}: landmark correction arrays {bad} have the wrong shape; rebuild it "
+                                     f"with `{REBUILD}`")
         return correction
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from synshot.faces.dlib_models import as_uint8_rgb, shape_points
+from synshot.track.landmark_correction import LandmarkModelError
 
 SHIPPED = Path(__file__).with_name("landmark_predictor.dat")
 REBUILD = "synshot track predictor --out synshot/track/landmark_predictor.dat"
@@ -99,16 +100,18 @@ class LandmarkPredictor:
 
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"{path}: no landmark predictor there; train it with `{REBUILD}`, or track with "
-                             f"detect.correction=kernel_ridge")
+            raise LandmarkModelError(f"{path}: no landmark predictor there; train it with `{REBUILD}`, or track "
+                                     f"with detect.correction=kernel_ridge")
         try:
             predictor = dlib.shape_predictor(str(path))
         except RuntimeError as e:
-            raise ValueError(f"{path}: not a readable landmark predictor ({' '.join(str(e).split())}); rebuild it with `{REBUILD}`, or "
-                             f"track with detect.correction=kernel_ridge") from e
+            reason = " ".join(str(e).split())
+            raise LandmarkModelError(f"{path}: not a readable landmark predictor ({reason}); rebuild it with "
+                                     f"`{REBUILD}`, or track with detect.correction=kernel_ridge") from e
         parts = predictor(np.zeros((16, 16), np.uint8), dlib.rectangle(2, 2, 13, 13)).num_parts
         if parts != 68:
-            raise ValueError(f"{path}: a shape predictor with {parts} points, not 68; rebuild it with `{REBUILD}`")
+            raise LandmarkModelError(f"{path}: a shape predictor with {parts} points, not 68; rebuild it with "
+                                     f"`{REBUILD}`")
         return cls(predictor, path)
 
     def save(self, path: str | Path) -> None:
