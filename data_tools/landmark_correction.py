@@ -121,22 +121,31 @@ def identity_pairs(job: tuple[int, str | None, int, int, dict, bool]) -> tuple[i
         return seed, pairs_from_subject(folder, DetectConfig(**detect), _landmark_head(), images)
 
 
+def calibration_pairs(cfg: CorrectionToolConfig, rendered: str | None = None, images: bool = False):
+    """Yield (seed, pairs) of each calibration identity (:func:`identity_pairs` in ``cfg.workers``
+    processes, in seed order), logging progress every 20 identities."""
+    seeds = range(cfg.first_seed, cfg.first_seed + cfg.identities)
+    jobs = [(s, rendered, cfg.size, cfg.spp, cfg.detect.model_dump(), images) for s in seeds]
+    photos = 0
+    with get_context("spawn").Pool(cfg.workers) as pool:
+        for done, (seed, pairs) in enumerate(pool.imap(identity_pairs, jobs), 1):
+            photos += len(pairs)
+            yield seed, pairs
+            if done % 20 == 0 or done == len(jobs):
+                log.info("%d/%d identities, %d photos with a face", done, len(jobs), photos)
+
+
 def collect_pairs(cfg: CorrectionToolConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features (P, 136), targets (P, 102) and identity seeds (P,) from ``cfg.identities`` rendered identities."""
     from synshot.track.landmark_correction import INNER_IDX, layout_features
 
-    seeds = range(cfg.first_seed, cfg.first_seed + cfg.identities)
     x, y, groups = [], [], []
-    jobs = [(s, None, cfg.size, cfg.spp, cfg.detect.model_dump(), False) for s in seeds]
-    with get_context("spawn").Pool(cfg.workers) as pool:
-        for done, (seed, pairs) in enumerate(pool.imap(identity_pairs, jobs), 1):
-            for p in pairs:
-                feat, _, size = layout_features(p["dlib"], p["box"])
-                x.append(feat)
-                y.append(((p["true"] - p["dlib"]) / size)[INNER_IDX].reshape(-1))
-                groups.append(seed)
-            if done % 20 == 0 or done == len(jobs):
-                log.info("%d/%d identities rendered, %d photos with a face", done, len(jobs), len(x))
+    for seed, pairs in calibration_pairs(cfg):
+        for p in pairs:
+            feat, _, size = layout_features(p["dlib"], p["box"])
+            x.append(feat)
+            y.append(((p["true"] - p["dlib"]) / size)[INNER_IDX].reshape(-1))
+            groups.append(seed)
     return np.asarray(x), np.asarray(y), np.asarray(groups)
 
 

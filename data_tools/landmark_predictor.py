@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from pydantic import Field
 
 from synshot.cli import Command, UsageError, get_logger
 from synshot.fsio import atomic_open
-from data_tools.landmark_correction import FRAMES, CorrectionToolConfig, identity_pairs
+from data_tools.landmark_correction import FRAMES, CorrectionToolConfig, calibration_pairs
 
 log = get_logger("synshot.track.predictor")
 
@@ -49,15 +48,7 @@ class PredictorToolConfig(CorrectionToolConfig):
 
 def collect_samples(cfg: PredictorToolConfig) -> list[dict]:
     """Every calibration photo in which dlib finds a face: image, box, dlib's and the target points, seed."""
-    seeds = range(cfg.first_seed, cfg.first_seed + cfg.identities)
-    jobs = [(s, cfg.rendered, cfg.size, cfg.spp, cfg.detect.model_dump(), True) for s in seeds]
-    samples = []
-    with get_context("spawn").Pool(cfg.workers) as pool:
-        for done, (seed, pairs) in enumerate(pool.imap(identity_pairs, jobs), 1):
-            samples += [{**p, "seed": seed} for p in pairs]
-            if done % 20 == 0 or done == len(jobs):
-                log.info("%d/%d identities, %d photos with a face", done, len(jobs), len(samples))
-    return samples
+    return [{**p, "seed": seed} for seed, pairs in calibration_pairs(cfg, cfg.rendered, images=True) for p in pairs]
 
 
 def held_out_errors(predictor, samples: list[dict]) -> dict[str, float]:

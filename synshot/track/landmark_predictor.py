@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from synshot.faces.dlib_models import as_uint8_rgb, shape_points
+from synshot.fsio import atomic_path
 from synshot.track.landmark_correction import LandmarkModelError
 
 SHIPPED = Path(__file__).with_name("landmark_predictor.dat")
@@ -116,10 +117,8 @@ class LandmarkPredictor:
 
     def save(self, path: str | Path) -> None:
         """Written beside ``path`` and renamed: a killed run leaves the old file intact."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".partial")
-        self.predictor.save(str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            self.predictor.save(str(tmp))
 
 
 def train(samples: list[dict], options: dict, mirror: bool = True) -> LandmarkPredictor:
