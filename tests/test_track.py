@@ -288,6 +288,60 @@ def test_identity_warning_compares_only_near_frontal_pairs():
         assert not pairs[0]["compared"] and pairs[0]["distance"] == 0.8 and warnings == []
 
 
+def test_shipped_track_configs():
+    """configs/track/default.yaml is the built-in default; predictor.yaml changes only what it documents."""
+    default = load_config(TrackConfig, "configs/track/default.yaml")
+    assert default == TrackConfig()
+    predictor = load_config(TrackConfig, "configs/track/predictor.yaml").model_dump()
+    changed = {(section, key) for section, values in predictor.items() if isinstance(values, dict)
+               for key, value in values.items() if default.model_dump()[section][key] != value}
+    assert changed == {("detect", "correction"), ("profile_check", "max_nose_offset"),
+                       ("profile_check", "max_angle_deg"), ("fit", "jaw_weight"), ("fit", "robust_sigma")}
+    assert predictor["detect"]["correction"] == "shape_predictor"
+
+
+def test_profile_check_reads_the_nose_of_the_points_the_fit_uses():
+    """A masked photo goes to the silhouette cue when the nose of the points its fit uses (the landmark
+    predictor's, once they replace dlib's) sits beyond profile_check.max_nose_offset off the outline's
+    centre while its pose faces the camera within profile_check.max_angle_deg."""
+    from synshot.track.api import CUE_LANDMARKS, CUE_SILHOUETTE, _Item, _reject_profiles
+    from synshot.track.photos import Photo
+
+    def points(nose_x):
+        lm = np.zeros((68, 2))
+        lm[36:48, 1], lm[48:68, 1], lm[30] = 40, 60, (nose_x, 50)
+        return lm
+
+    mask = np.zeros((100, 100))
+    mask[:, 20:81] = 1                                        # outline centre x = 50.5
+
+    def items(nose_x, corrected_nose_x=None, yaw_deg=10.0):
+        out = []
+        for name, nose in (("a.png", 50.0), ("b.png", nose_x)):
+            it = _Item(Photo(Path(name), np.zeros((4, 4, 3)), None, None, None), np.zeros((4, 4, 3)), 1.0,
+                       {"file": name, "cue": CUE_LANDMARKS}, landmarks=points(nose), mask=mask)
+            if corrected_nose_x is not None:
+                it.corrected_landmarks, it.correction_kept = points(nose if name == "a.png" else corrected_nose_x), True
+            c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+            it.R = np.array([[c, 0, s], [0, -1, 0], [s, 0, -c]])
+            out.append(it)
+        return out
+
+    def cues(its, *overrides):
+        warnings: list[str] = []
+        _reject_profiles(its, load_config(TrackConfig, None, list(overrides)), warnings)
+        return [it.record["cue"] for it in its], warnings
+
+    moved, warnings = cues(items(66.0))                                               # nose 0.25 off: turned
+    assert moved == [CUE_LANDMARKS, CUE_SILHOUETTE] and len(warnings) == 1 and "b.png" in warnings[0]
+    assert cues(items(60.0))[0] == [CUE_LANDMARKS] * 2                                # 0.16: near-frontal
+    assert cues(items(66.0), "profile_check.max_nose_offset=0.3")[0] == [CUE_LANDMARKS] * 2
+    assert cues(items(66.0, yaw_deg=40.0))[0] == [CUE_LANDMARKS] * 2                  # the fit says turned
+    assert cues(items(66.0, yaw_deg=40.0), "profile_check.max_angle_deg=90")[0][1] == CUE_SILHOUETTE
+    assert cues(items(50.0, corrected_nose_x=66.0))[0][1] == CUE_SILHOUETTE           # the fit's points decide
+    assert cues(items(66.0, corrected_nose_x=50.0))[0] == [CUE_LANDMARKS] * 2
+
+
 def test_silhouette_fit_is_kept_off_poses_that_show_the_back_of_the_head():
     import math
 
@@ -300,3 +354,17 @@ def test_silhouette_fit_is_kept_off_poses_that_show_the_back_of_the_head():
     pen = [float(facing_penalty(facing @ axis_angle_to_matrix(torch.tensor([0.0, math.radians(y), 0.0])), 95.0))
            for y in (0, 65, -90, 120, 180)]
     assert pen[:3] == [0.0, 0.0, 0.0] and 0 < pen[3] < pen[4]
+
+
+@slow
+def test_track_bench_counts_a_subject_the_tracker_refuses(tmp_path):
+    """A bench subject without a face in any photo is counted in track_failed_subjects, not a crash."""
+    from data_tools.subject import make_subject
+    from synshot.bench import track as bench
+
+    folder = make_subject(2001, tmp_path / "s2001", size=64, spp=1, eval_views=0, tiny_head=True)
+    for img in (folder / "images").iterdir():
+        Image.new("RGB", (64, 64), (128, 128, 128)).save(img)
+    figures = bench.run(seeds=[2001], size=64, rendered=tmp_path)
+    assert figures["track_failed_subjects"] == 1 and figures["track_subjects"] == 1
+    assert figures["track_detected_fraction"] == 0

@@ -16,7 +16,8 @@ Figures (means over photos, with the 90th percentile): ``track_rot_err_deg_{land
 ``track_face_vertex_err_mm``, ``track_cam_dist_err_pct``, ``track_landmark_rmse_px``,
 ``track_rot_err_deg_landmark_floor`` (the landmark-fitted photos re-fitted for pose alone with the true
 identity, expressions and focal: the error landmarks alone leave; :func:`landmark_pose_floor`),
-``track_s_per_photo``, ``track_detected_fraction``.
+``track_s_per_photo``, ``track_detected_fraction``, ``track_failed_subjects`` (subjects the tracker refused
+with its own error, e.g. no face in any photo: counted and left out, not fatal).
 """
 
 from __future__ import annotations
@@ -105,14 +106,15 @@ def _stat(values: list[float]) -> tuple[float, float]:
 
 
 def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | None = None,
-        keep: str | Path | None = None, rendered: str | Path | None = None, overrides: list[str] | None = None
-        ) -> dict[str, float | int]:
+        keep: str | Path | None = None, rendered: str | Path | None = None, overrides: list[str] | None = None,
+        config: str | Path | None = None) -> dict[str, float | int]:
     """Track each validation subject from its images + masks and compare with its truth. ``rendered``:
     a folder of subjects already made by ``data_tools.subject`` (``s<seed>/``, tiny head), reused
-    instead of rendering them again; ``keep``: copy each tracked folder there; ``overrides``: tracker
-    config ``key=value`` strings (tuning on validation subjects only)."""
+    instead of rendering them again; ``keep``: copy each tracked folder there; ``config``: a tracker
+    config file (default: the built-in defaults); ``overrides``: tracker config ``key=value`` strings."""
     from data_tools.subject import make_subject
     from synshot.head import HeadConfig, HeadModel
+    from synshot.cli import UsageError
     from synshot.track import TrackConfig, track_subject
 
     seeds = list(seeds or (VALIDATION_SEEDS[:1] if quick else VALIDATION_SEEDS))
@@ -120,9 +122,9 @@ def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | Non
     spp = spp or (4 if quick else 16)
     from synshot.config import load_config
 
-    cfg = load_config(TrackConfig, None, list(overrides or []))
+    cfg = load_config(TrackConfig, config, list(overrides or []))
     head = HeadModel(HeadConfig.tiny())
-    rows, seconds, n_photos, false_warnings = [], 0.0, 0, 0
+    rows, seconds, n_photos, false_warnings, failed = [], 0.0, 0, 0, []
     with tempfile.TemporaryDirectory(prefix="bench_track_") as tmp:
         tmp = Path(tmp)
         for seed in seeds:
@@ -134,7 +136,12 @@ def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | Non
             shutil.copytree(truth / "images", photos / "images")
             shutil.copytree(truth / "masks", photos / "masks")
             start = time.perf_counter()
-            track_subject(photos, tmp / f"t{seed}", cfg)
+            try:
+                track_subject(photos, tmp / f"t{seed}", cfg)
+            except UsageError as e:    # e.g. no face in any photo: the tracker's own error, counted
+                failed.append(seed)
+                print(f"[bench track] seed {seed}: not tracked: {e}", flush=True)
+                continue
             seconds += time.perf_counter() - start
             n_photos += 3
             report = json.loads((tmp / f"t{seed}" / "tracking.json").read_text())
@@ -155,7 +162,8 @@ def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | Non
                 shutil.copytree(tmp / f"t{seed}", dst)
     lm = [r for r in rows if r["cue"] == "landmarks"]
     sil = [r for r in rows if r["cue"] == "silhouette"]
-    out: dict[str, float | int] = {"track_subjects": len(seeds), "track_image_size": size,
+    out: dict[str, float | int] = {"track_subjects": len(seeds), "track_failed_subjects": len(failed),
+                                   "track_image_size": size,
                                    "track_detected_fraction": len(lm) / max(1, len(rows)),
                                    "track_s_per_photo": seconds / max(1, n_photos),
                                    "track_false_different_people_warnings": false_warnings}
@@ -180,10 +188,12 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description="tracking accuracy on validation subjects (docs/tracking.md)")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--seeds", type=int, nargs="*", help="validation seeds (default 2001-2010)")
+    ap.add_argument("--seeds", type=int, nargs="*", help="subject seeds (default: validation 2001-2010)")
+    ap.add_argument("--config", help="tracker config file (default: the built-in defaults)")
     ap.add_argument("--size", type=int)
     ap.add_argument("--rendered", help="folder of already rendered subjects s<seed>/ to reuse")
     ap.add_argument("--keep", help="copy each tracked subject folder here")
     ap.add_argument("overrides", nargs="*", help="tracker config key=value")
     a = ap.parse_args()
-    print(json.dumps(run(a.quick, a.seeds, a.size, keep=a.keep, rendered=a.rendered, overrides=a.overrides), indent=1))
+    print(json.dumps(run(a.quick, a.seeds, a.size, keep=a.keep, rendered=a.rendered, overrides=a.overrides,
+                         config=a.config), indent=1))

@@ -117,9 +117,12 @@ def _detect(item: _Item, cfg: TrackConfig, warnings: list[str]) -> None:
     if cfg.detect.correct_landmarks:
         corrected = corrected_landmarks(item.rgb, item.landmarks, box, cfg.detect)
         offset = offset_rms(item.landmarks, corrected, box)
-        item.record["landmark_correction"] = {"method": cfg.detect.correction, "kept": False,
+        predictor = cfg.detect.correction == "shape_predictor"
+        item.record["landmark_correction"] = {"method": cfg.detect.correction, "kept": predictor,
                                               "offset_rms": round(offset, 4)}
-        if offset <= cfg.detect.max_correction:    # larger: a layout unlike most it was learned on
+        if predictor:   # it reads the pixels: its points replace dlib's in every fit (docs/tracking.md)
+            item.corrected_landmarks, item.correction_kept = corrected, True
+        elif offset <= cfg.detect.max_correction:    # larger: a layout unlike most it was learned on
             item.corrected_landmarks = corrected
     item.descriptor = face_descriptor(item.rgb, face)
     item.record.update({"detector_score": round(face.score, 4), "face_box": [round(v, 1) for v in box]})
@@ -329,23 +332,26 @@ def _refine_photometric(head: HeadModel, identity: IdentityParams, detected: lis
                   "kept" if res.accepted else "not kept", res.loss_before, res.loss_after, res.change_deg, res.seconds)
 
 
-def _reject_turned_heads_fitted_as_frontal(detected: list[_Item], cfg: TrackConfig, warnings: list[str]) -> None:
-    """A masked photo whose landmark pose is near-frontal while its mask shows a turned head goes to
-    the silhouette cue (its landmarks then leave the identity fit).
+def _reject_profiles(detected: list[_Item], cfg: TrackConfig, warnings: list[str]) -> None:
+    """A masked photo whose nose tip sits far off the centre of its mask's outline while its landmark
+    pose faces the camera is a turned head: it goes to the silhouette cue (its landmarks then leave the
+    identity fit).
 
     Why: on a ~65 degree profile dlib still returns 68 points laid out like a frontal face, and the
     fit explains them with a near-frontal pose at ~1 px RMSE (43-60 degrees wrong on the validation
-    profiles). Where the nose tip sits in the head's outline (:func:`nose_offset_in_mask`) tells a
-    profile from a frontal photo without trusting those points."""
+    profiles). Where the nose tip sits in the head's outline (:func:`nose_offset_in_mask`, on the
+    points the fit uses) tells a profile from a near-frontal photo without trusting the pose those
+    points give. ``profile_check`` sets both bounds (docs/tracking.md)."""
+    check = cfg.profile_check
     for it in detected:
         if it.mask is None or len(detected) < 2:
             continue
-        offset = nose_offset_in_mask(it.landmarks, it.mask)
+        offset = nose_offset_in_mask(_fit_points(it), it.mask)
         angle = facing_angle_deg(it.R)
-        if offset is not None and offset > cfg.identity_check.max_nose_offset and angle <= cfg.identity_check.max_angle_deg:
-            msg = (f"{it.photo.path}: the landmarks say the head faces the camera ({angle:.0f} degrees) but the mask "
-                   f"shows a turned head (nose {offset:.2f} off the outline's centre); fitting this photo by its "
-                   f"silhouette (dlib landmarks are unreliable on strong profiles)")
+        if offset is not None and offset > check.max_nose_offset and angle <= check.max_angle_deg:
+            msg = (f"{it.photo.path}: the mask shows a turned head (nose {offset:.2f} off the outline's centre; the "
+                   f"landmark fit turned it only {angle:.0f} degrees); fitting this photo by its silhouette "
+                   f"(landmarks are unreliable on strong profiles)")
             warnings.append(msg)
             log.warning(msg)
             it.record["cue"] = CUE_SILHOUETTE
@@ -443,7 +449,7 @@ def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: 
     identity = _identity(fit)
     masked = any(it.mask is not None for it in items)
     if masked and len(detected) > 1:
-        _reject_turned_heads_fitted_as_frontal(detected, cfg, warnings)
+        _reject_profiles(detected, cfg, warnings)
         if cfg.silhouette.check_landmark_poses:
             _reject_poses_the_silhouette_contradicts(
                 detected, HairLinearMesh(head, identity, cfg.silhouette.points, cfg.seed), cfg, warnings)
@@ -452,7 +458,7 @@ def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: 
             fit = _fit_landmark_photos(head, kept, items, guesses, shared, cfg)
             identity = _identity(fit)
     detected = [it for it in detected if it.record["cue"] == CUE_LANDMARKS]
-    if cfg.detect.correct_landmarks and detected:
+    if cfg.detect.correct_landmarks and cfg.detect.correction == "kernel_ridge" and detected:
         corrected = _apply_correction(head, detected, items, guesses, shared, cfg, fit)
         if corrected is not None:
             identity = _identity(corrected)

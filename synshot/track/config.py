@@ -20,6 +20,7 @@ class DetectConfig(ConfigBase):
     correction: Literal["kernel_ridge", "shape_predictor"] = "kernel_ridge"
     correction_file: str | None = None        # kernel_ridge: its .npz; default: the one shipped with synshot
     predictor_file: str | None = None         # shape_predictor: its .dat; default: the one shipped with synshot
+    # kernel_ridge only (the shape predictor's points replace dlib's outright, docs/tracking.md):
     max_correction: float = Field(0.08, gt=0)  # a photo's correction is not used beyond this RMS offset (face sizes)
     max_correction_rmse_ratio: float = Field(1.25, gt=0)  # dropped when the fit explains it this much worse than dlib's
 
@@ -92,6 +93,15 @@ class IdentityCheckConfig(ConfigBase):
     max_nose_offset: float = Field(0.2, gt=0)     # nose tip off the centre of the mask's outline (0..0.5)
 
 
+class ProfileCheckConfig(ConfigBase):
+    """Which masked, landmark-fitted photos are turned too far for landmarks (they go to the silhouette cue):
+    nose tip beyond ``max_nose_offset`` off the centre of the mask's outline (0..0.5) while the fitted
+    head-to-camera angle is at most ``max_angle_deg`` (a frontal-looking fit of a turned head)."""
+
+    max_nose_offset: float = Field(0.2, gt=0, le=0.5)
+    max_angle_deg: float = Field(30.0, gt=0, le=180)
+
+
 class TrackConfig(ConfigBase):
     """Face tracker: dlib detection + landmarks, joint fit of the head model, silhouette cue, masks."""
 
@@ -101,6 +111,7 @@ class TrackConfig(ConfigBase):
     torch_threads: int = Field(1, ge=1)       # the fit's tensors are small: more threads only add overhead
     same_person_distance: float = Field(0.6, gt=0)
     identity_check: IdentityCheckConfig = IdentityCheckConfig()
+    profile_check: ProfileCheckConfig = ProfileCheckConfig()
     detect: DetectConfig = DetectConfig()
     fit: FitConfig = FitConfig()
     silhouette: SilhouetteConfig = SilhouetteConfig()
