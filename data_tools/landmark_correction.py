@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from synshot.cli import Command, UsageError, get_logger
 from synshot.config import ConfigBase
-from synshot.eval.splits import TEST_SEEDS, VALIDATION_SEEDS
+from synshot.eval.splits import TEST_SEEDS, TRACKER_TUNING_SEEDS, VALIDATION_SEEDS
 from synshot.track.config import DetectConfig
 
 log = get_logger("synshot.track.correction")
@@ -48,7 +48,10 @@ class CorrectionToolConfig(ConfigBase):
         seeds = range(self.first_seed, self.first_seed + self.identities)
         if any(s in seeds for s in VALIDATION_SEEDS) or seeds.stop > TEST_SEEDS[0]:  # test seeds and all above
             raise ValueError(f"calibration seeds {seeds.start}-{seeds.stop - 1} overlap the validation (2001-2010) "
-                             f"or test (3001+) seeds; use first_seed=101 and at most 1900 identities")
+                             f"or test (3001+) seeds; use seeds 101-500 or 561-2000")
+        if any(s in seeds for s in TRACKER_TUNING_SEEDS):
+            raise ValueError(f"calibration seeds {seeds.start}-{seeds.stop - 1} overlap the tracker's tuning identities "
+                             f"({TRACKER_TUNING_SEEDS[0]}-{TRACKER_TUNING_SEEDS[-1]}); use seeds 101-500 or 561-2000")
         return self
 
 

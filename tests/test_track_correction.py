@@ -198,10 +198,13 @@ def test_tracker_fits_the_predictors_points_when_asked(unseen_subjects, tmp_path
 def test_calibration_seeds_may_not_touch_held_out_subjects():
     from data_tools.landmark_correction import CorrectionToolConfig
 
-    CorrectionToolConfig(first_seed=101, identities=1900)
+    CorrectionToolConfig(first_seed=101, identities=400)
+    CorrectionToolConfig(first_seed=561, identities=1440)
     for bad in ({"first_seed": 1995, "identities": 10}, {"first_seed": 2500, "identities": 600}):
         with pytest.raises(ValueError, match="overlap the validation"):
             CorrectionToolConfig(**bad)
+    with pytest.raises(ValueError, match="overlap the tracker's tuning identities"):
+        CorrectionToolConfig(first_seed=101, identities=1900)
 
 
 @pytest.mark.slow

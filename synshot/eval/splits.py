@@ -15,6 +15,9 @@ from pathlib import Path
 from synshot.cli import UsageError
 
 VALIDATION_SEEDS: tuple[int, ...] = tuple(range(2001, 2011))
+# identities the settings of the tracker for head-model renders (configs/track/predictor.yaml) were chosen
+# on; the landmark calibration tools (seeds 101-500 by default) may not train on them
+TRACKER_TUNING_SEEDS: tuple[int, ...] = tuple(range(501, 561))
 TEST_SEEDS: tuple[int, ...] = tuple(range(3001, 3021))
 RETIRED_SEEDS: tuple[int, ...] = (1001, 1002, 1003)
 SPLITS: dict[str, tuple[int, ...]] = {"validation": VALIDATION_SEEDS, "test": TEST_SEEDS}
