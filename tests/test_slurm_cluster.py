@@ -54,10 +54,13 @@ PAYLOAD = textwrap.dedent(
                 ckpt.write_text(json.dumps({"step": step}))
             dist.barrier()
             print(f"rank {env.rank}: checkpointed at step {step}", flush=True)
-            sys.exit(int(os.environ["SYNSHOT_PREEMPT_EXIT_CODE"]))
+            os._exit(int(os.environ["SYNSHOT_PREEMPT_EXIT_CODE"]))
     if env.rank == 0:
         (out / "done.json").write_text(json.dumps({"step": step}))
     dist.barrier()
+    # no interpreter teardown: a gloo process can abort in it ("terminate called without an active
+    # exception", exit 134) after its work is done (tests/test_train_machinery.exit_without_teardown)
+    sys.stdout.flush(); os._exit(0)
     """
 )
 
