@@ -113,8 +113,8 @@ def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | Non
     instead of rendering them again; ``keep``: copy each tracked folder there; ``config``: a tracker
     config file (default: the built-in defaults); ``overrides``: tracker config ``key=value`` strings."""
     from data_tools.subject import make_subject
-    from synshot.head import HeadConfig, HeadModel
     from synshot.cli import UsageError
+    from synshot.head import HeadConfig, HeadModel
     from synshot.track import TrackConfig, track_subject
 
     seeds = list(seeds or (VALIDATION_SEEDS[:1] if quick else VALIDATION_SEEDS))

@@ -117,10 +117,10 @@ def _detect(item: _Item, cfg: TrackConfig, warnings: list[str]) -> None:
     if cfg.detect.correct_landmarks:
         corrected = corrected_landmarks(item.rgb, item.landmarks, box, cfg.detect)
         offset = offset_rms(item.landmarks, corrected, box)
-        predictor = cfg.detect.correction == "shape_predictor"
-        item.record["landmark_correction"] = {"method": cfg.detect.correction, "kept": predictor,
+        replaces = cfg.detect.predictor_replaces_dlib
+        item.record["landmark_correction"] = {"method": cfg.detect.correction, "kept": replaces,
                                               "offset_rms": round(offset, 4)}
-        if predictor:   # it reads the pixels: its points replace dlib's in every fit (docs/tracking.md)
+        if replaces:   # it reads the pixels: its points replace dlib's in every fit (docs/tracking.md)
             item.corrected_landmarks, item.correction_kept = corrected, True
         elif offset <= cfg.detect.max_correction:    # larger: a layout unlike most it was learned on
             item.corrected_landmarks = corrected
@@ -458,7 +458,7 @@ def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: 
             fit = _fit_landmark_photos(head, kept, items, guesses, shared, cfg)
             identity = _identity(fit)
     detected = [it for it in detected if it.record["cue"] == CUE_LANDMARKS]
-    if cfg.detect.correct_landmarks and cfg.detect.correction == "kernel_ridge" and detected:
+    if cfg.detect.correct_landmarks and not cfg.detect.predictor_replaces_dlib and detected:
         corrected = _apply_correction(head, detected, items, guesses, shared, cfg, fit)
         if corrected is not None:
             identity = _identity(corrected)

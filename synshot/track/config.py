@@ -24,6 +24,12 @@ class DetectConfig(ConfigBase):
     max_correction: float = Field(0.08, gt=0)  # a photo's correction is not used beyond this RMS offset (face sizes)
     max_correction_rmse_ratio: float = Field(1.25, gt=0)  # dropped when the fit explains it this much worse than dlib's
 
+    @property
+    def predictor_replaces_dlib(self) -> bool:
+        """The shape predictor reads all 68 points from the pixels and they replace dlib's outright; the
+        kernel ridge correction moves dlib's points and is gated (``max_correction``, the RMSE ratio)."""
+        return self.correction == "shape_predictor"
+
 
 class FitConfig(ConfigBase):
     pose_steps: int = Field(80, ge=0)

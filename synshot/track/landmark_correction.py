@@ -155,7 +155,7 @@ def load_correction(path: str | None = None) -> LandmarkCorrection:
 
 def corrected_landmarks(image: np.ndarray, landmarks: np.ndarray, box, detect) -> np.ndarray:
     """dlib's 68 points moved onto the head model's landmarks by the method ``detect.correction`` names."""
-    if detect.correction == "shape_predictor":
+    if detect.predictor_replaces_dlib:
         from synshot.track.landmark_predictor import load_predictor
 
         return load_predictor(detect.predictor_file).apply(image, box)
@@ -164,7 +164,7 @@ def corrected_landmarks(image: np.ndarray, landmarks: np.ndarray, box, detect) -
 
 def correction_source(detect) -> Path:
     """The file the configured correction reads (a rebuilt file must re-track a cached subject)."""
-    if detect.correction == "shape_predictor":
+    if detect.predictor_replaces_dlib:
         from synshot.track.landmark_predictor import predictor_path
 
         return predictor_path(detect.predictor_file)
