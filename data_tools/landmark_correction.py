@@ -55,10 +55,12 @@ class CorrectionToolConfig(ConfigBase):
         return self
 
 
-def pairs_from_subject(folder: Path, detect: DetectConfig, lhead, images: bool = False) -> list[dict]:
-    """(dlib points, box, true table points) of each of FRAMES in which dlib finds a face; with ``images``
+def pairs_from_subject(folder: Path, detect: DetectConfig, lhead, images: bool = False,
+                       frames: tuple[str, ...] = FRAMES) -> list[dict]:
+    """(frame, dlib points, box, true table points) of each of ``frames`` in which dlib finds a face; with ``images``
     also the photo (uint8) and ``model``: the 68 points the tracker's fit matches at the true pose (inner
-    points as ``true``, jaw points on the model's contour, snapped where dlib's jaw points are)."""
+    points as ``true``, jaw points on the model's contour, snapped where dlib's jaw points are) and the
+    photo's head mask (``mask``, 0-1: the predictor's training replaces the background outside it)."""
     import torch
     from PIL import Image
 
@@ -69,7 +71,7 @@ def pairs_from_subject(folder: Path, detect: DetectConfig, lhead, images: bool =
     from synshot.track.geometry import head_to_camera
 
     pairs = []
-    for name in FRAMES:
+    for name in frames:
         sub = folder / Path(name).parent
         cams = {f["file"]: f for f in json.loads((sub / "cameras.json").read_text())["frames"]}
         params = json.loads((sub / "params.json").read_text())
@@ -87,13 +89,14 @@ def pairs_from_subject(folder: Path, detect: DetectConfig, lhead, images: bool =
             pts = lhead.fixed_points(verts).double().numpy()
         c = pts @ T[:3, :3].T + T[:3, 3]
         true = c[:, :2] / c[:, 2:3] * np.diag(K)[:2] + K[:2, 2]
-        pair = {"dlib": landmarks68(rgb, face), "box": face.box, "true": true}
+        pair = {"frame": name, "dlib": landmarks68(rgb, face), "box": face.box, "true": true}
         if images:
             f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
             with torch.no_grad():
                 model = lhead.project_landmarks(verts, f32(T[:3, :3]), f32(T[:3, 3]), f32(K[0, 0]), f32(K[:2, 2]),
                                                 f32(pair["dlib"])).double().numpy()
-            pair.update(image=as_uint8_rgb(rgb), model=model)
+            mask = np.asarray(Image.open(sub / "masks" / frame["file"]).convert("L"), dtype=np.float32) / 255
+            pair.update(image=as_uint8_rgb(rgb), model=model, mask=mask)
         pairs.append(pair)
     return pairs
 
@@ -106,10 +109,10 @@ def _landmark_head():
     return LandmarkHead(HeadModel(HeadConfig.tiny()))
 
 
-def identity_pairs(job: tuple[int, str | None, int, int, dict, bool]) -> tuple[int, list[dict]]:
-    """One worker's job (seed, rendered, size, spp, detect config, images): identity ``seed``'s pairs, from
+def identity_pairs(job: tuple[int, str | None, int, int, dict, bool, tuple[str, ...]]) -> tuple[int, list[dict]]:
+    """One worker's job (seed, rendered, size, spp, detect config, images, frames): identity ``seed``'s pairs, from
     ``rendered/s<seed>`` when that subject is there, else rendered into a temporary folder and deleted."""
-    seed, rendered, size, spp, detect, images = job
+    seed, rendered, size, spp, detect, images, frames = job
     import torch
 
     from data_tools.subject import make_subject
@@ -117,18 +120,19 @@ def identity_pairs(job: tuple[int, str | None, int, int, dict, bool]) -> tuple[i
     torch.set_num_threads(1)
     done = Path(rendered) / f"s{seed}" if rendered else None
     if done is not None and (done / "params.json").is_file():
-        return seed, pairs_from_subject(done, DetectConfig(**detect), _landmark_head(), images)
+        return seed, pairs_from_subject(done, DetectConfig(**detect), _landmark_head(), images, frames)
     with tempfile.TemporaryDirectory(prefix=f"calibration_s{seed}_") as tmp:
         folder = make_subject(seed, Path(tmp) / f"s{seed}", size=size, spp=spp, eval_views=4, eval_expressions=1,
                               tiny_head=True)
-        return seed, pairs_from_subject(folder, DetectConfig(**detect), _landmark_head(), images)
+        return seed, pairs_from_subject(folder, DetectConfig(**detect), _landmark_head(), images, frames)
 
 
-def calibration_pairs(cfg: CorrectionToolConfig, rendered: str | None = None, images: bool = False):
+def calibration_pairs(cfg: CorrectionToolConfig, rendered: str | None = None, images: bool = False,
+                      frames: tuple[str, ...] = FRAMES):
     """Yield (seed, pairs) of each calibration identity (:func:`identity_pairs` in ``cfg.workers``
     processes, in seed order), logging progress every 20 identities."""
     seeds = range(cfg.first_seed, cfg.first_seed + cfg.identities)
-    jobs = [(s, rendered, cfg.size, cfg.spp, cfg.detect.model_dump(), images) for s in seeds]
+    jobs = [(s, rendered, cfg.size, cfg.spp, cfg.detect.model_dump(), images, tuple(frames)) for s in seeds]
     photos = 0
     with get_context("spawn").Pool(cfg.workers) as pool:
         for done, (seed, pairs) in enumerate(pool.imap(identity_pairs, jobs), 1):

@@ -295,8 +295,8 @@ def test_shipped_track_configs():
     predictor = load_config(TrackConfig, "configs/track/predictor.yaml").model_dump()
     changed = {(section, key) for section, values in predictor.items() if isinstance(values, dict)
                for key, value in values.items() if default.model_dump()[section][key] != value}
-    assert changed == {("detect", "correction"), ("profile_check", "max_nose_offset"),
-                       ("profile_check", "max_angle_deg"), ("fit", "jaw_weight"), ("fit", "robust_sigma")}
+    assert changed == {("detect", "correction"), ("profile_check", "max_nose_offset"), ("fit", "jaw_weight"),
+                       ("fit", "robust_sigma")}
     assert predictor["detect"]["correction"] == "shape_predictor"
 
 

@@ -93,6 +93,12 @@ def test_shipped_predictor_was_trained_on_calibration_identities_only():
     assert last < 2001                                               # no validation (2001-2010) or test (3001+) seed
     held = record["held_out"]
     assert held["inner"] < 0.5 * held["dlib_inner"] and held["jaw"] < held["dlib_jaw"]
+    # every subject photo, the ~64 degree profile input included, where dlib's points are far off
+    assert {"000.png", "001.png", "002.png"} <= set(record["frames"]) <= set(held["by_frame"])
+    profile = held["by_frame"]["002.png"]
+    assert profile["photos"] > 0 and profile["inner"] < 0.2 * profile["dlib_inner"]
+    # its distance from dlib's points on real faces is measured and recorded (docs: it is not for photos of people)
+    assert record["real_faces"]["faces"] >= 1 and record["real_faces"]["inner"] > 0
     assert SHIPPED.with_suffix(".md").is_file()                      # its model card
     assert LandmarkPredictor.load(SHIPPED).path == SHIPPED
 
@@ -108,6 +114,8 @@ def test_predictor_command_trains_measures_and_writes_a_loadable_file(tmp_path):
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["seeds"] == [1911, 1913] and record["identities"] >= 2
     assert record["held_out"]["identities"] == 1 and record["options"]["num_trees_per_cascade_level"] == 5
+    assert set(record["held_out"]["by_frame"]) <= set(record["frames"]) and "002.png" in record["frames"]
+    assert record["real_faces"]["faces"] == len(record["real_faces"]["per_face"]) >= 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.dat", "p.json"]
 
 
@@ -130,3 +138,26 @@ def test_tracker_names_a_bad_predictor_file_and_the_fix(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.dat: not a readable landmark predictor" in err and "synshot track predictor" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_real_face_check_measures_distance_from_dlibs_points():
+    """The bundled real photos hold faces (the astronaut's among them); a predictor that returns dlib's
+    own points agrees exactly, one shifted by a tenth of each face size is 0.1 off."""
+    from data_tools.real_faces import dlib_agreement, real_faces
+    from synshot.track.fit import box_face_size
+
+    faces = real_faces()
+    assert len(faces) >= 2 and any(f["name"].startswith("astronaut") for f in faces)
+    by_box = {f["box"]: f for f in faces}
+
+    class Echo:
+        def __init__(self, shift):
+            self.shift = shift
+
+        def apply(self, image, box):
+            return by_box[box]["dlib"] + self.shift * box_face_size(box)
+
+    assert dlib_agreement(Echo(0.0), faces)["inner"] == pytest.approx(0.0, abs=1e-12)
+    shifted = dlib_agreement(Echo(np.array([0.06, 0.08])), faces)
+    assert shifted["inner"] == pytest.approx(0.1) and shifted["jaw"] == pytest.approx(0.1)
+    assert shifted["faces"] == len(faces) == len(shifted["per_face"])
