@@ -57,10 +57,9 @@ class CorrectionToolConfig(ConfigBase):
 
 def pairs_from_subject(folder: Path, detect: DetectConfig, lhead, images: bool = False,
                        frames: tuple[str, ...] = FRAMES) -> list[dict]:
-    """(frame, dlib points, box, true table points) of each of ``frames`` in which dlib finds a face; with ``images``
-    also the photo (uint8) and ``model``: the 68 points the tracker's fit matches at the true pose (inner
-    points as ``true``, jaw points on the model's contour, snapped where dlib's jaw points are) and the
-    photo's head mask (``mask``, 0-1: the predictor's training replaces the background outside it)."""
+    """(frame, dlib points, box, true table points) of each of ``frames`` in which dlib finds a face; with
+    ``images`` also the photo (uint8) and ``model``: the 68 points the tracker's fit matches at the true pose (inner
+    points as ``true``, jaw points on the model's contour, snapped where dlib's jaw points are)."""
     import torch
     from PIL import Image
 
@@ -95,8 +94,7 @@ def pairs_from_subject(folder: Path, detect: DetectConfig, lhead, images: bool =
             with torch.no_grad():
                 model = lhead.project_landmarks(verts, f32(T[:3, :3]), f32(T[:3, 3]), f32(K[0, 0]), f32(K[:2, 2]),
                                                 f32(pair["dlib"])).double().numpy()
-            mask = np.asarray(Image.open(sub / "masks" / frame["file"]).convert("L"), dtype=np.float32) / 255
-            pair.update(image=as_uint8_rgb(rgb), model=model, mask=mask)
+            pair.update(image=as_uint8_rgb(rgb), model=model)
         pairs.append(pair)
     return pairs
 
