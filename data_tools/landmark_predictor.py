@@ -67,12 +67,12 @@ def held_out_errors(predictor, samples: list[dict]) -> dict:
     rows = []
     for s in samples:
         pred = predictor.apply(s["image"], s["box"])
-        rows.append({"frame": s.get("frame"), **{key + part: point_rms(points, s["model"], s["box"], index)
-                                                 for key, points in (("", pred), ("dlib_", s["dlib"]))
-                                                 for part, index in (("inner", INNER), ("jaw", JAW))}})
+        rows.append({"frame": s["frame"], **{key + part: point_rms(points, s["model"], s["box"], index)
+                                             for key, points in (("", pred), ("dlib_", s["dlib"]))
+                                             for part, index in (("inner", INNER), ("jaw", JAW))}})
     keys = ("inner", "jaw", "dlib_inner", "dlib_jaw")
     mean = lambda group: {k: float(np.mean([r[k] for r in group])) for k in keys}  # noqa: E731
-    frames = sorted({r["frame"] for r in rows if r["frame"]})
+    frames = sorted({r["frame"] for r in rows})
     return {**mean(rows), "by_frame": {f: {"photos": sum(r["frame"] == f for r in rows),
                                            **mean([r for r in rows if r["frame"] == f])} for f in frames}}
 
