@@ -83,7 +83,7 @@ CLI = Command("track predictor", "Train the tracker's 68-point landmark predicto
 
 
 def run(args, cfg: PredictorToolConfig) -> int:
-    from synshot.track.landmark_predictor import train
+    from synshot.track.landmark_predictor import fit_box_map, train
 
     if not args.out:
         raise UsageError("--out FILE.dat is required (the shipped one: synshot/track/landmark_predictor.dat)")
@@ -112,6 +112,7 @@ def run(args, cfg: PredictorToolConfig) -> int:
     predictor = train(samples, cfg.options(), cfg.mirror)
     record["train_seconds"] = round(time.perf_counter() - start, 1)
     record["real_faces"] = dlib_agreement(predictor)
+    record["box_from_points"] = np.round(fit_box_map(samples), 6).tolist()   # turned faces' boxes
     out = Path(args.out)
     predictor.save(out)
     with atomic_open(out.with_suffix(".json"), "w") as f:

@@ -70,6 +70,14 @@ def test_tracking_cache_digest_is_the_inputs_and_the_config(tmp_path):
     before = input_digest(subject, with_predictor)
     predictor.write_bytes(b"two")
     assert input_digest(subject, with_predictor) != before
+    # and its training record, whose box map places the boxes of turned faces when they are read
+    predictor.with_suffix(".json").write_text('{"box_from_points": 1}')
+    turned = _track_cfg("detect.correction=shape_predictor", f"detect.predictor_file={predictor}",
+                        "turned_faces.enabled=true")
+    before, without = input_digest(subject, turned), input_digest(subject, with_predictor)
+    predictor.with_suffix(".json").write_text('{"box_from_points": 2}')
+    assert input_digest(subject, turned) != before
+    assert input_digest(subject, with_predictor) == without        # not read without turned faces
 
 
 def _results() -> list[MethodResult]:

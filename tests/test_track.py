@@ -296,8 +296,10 @@ def test_shipped_track_configs():
     changed = {(section, key) for section, values in predictor.items() if isinstance(values, dict)
                for key, value in values.items() if default.model_dump()[section][key] != value}
     assert changed == {("detect", "correction"), ("profile_check", "max_nose_offset"), ("fit", "jaw_weight"),
-                       ("fit", "robust_sigma")}
+                       ("fit", "robust_sigma"), ("turned_faces", "enabled")}
     assert predictor["detect"]["correction"] == "shape_predictor"
+    with pytest.raises(ValueError, match="turned_faces.enabled=true needs detect.correction=shape_predictor"):
+        load_config(TrackConfig, None, ["turned_faces.enabled=true"])
 
 
 def test_profile_check_reads_the_nose_of_the_points_the_fit_uses():
@@ -366,5 +368,6 @@ def test_track_bench_counts_a_subject_the_tracker_refuses(tmp_path):
     for img in (folder / "images").iterdir():
         Image.new("RGB", (64, 64), (128, 128, 128)).save(img)
     figures = bench.run(seeds=[2001], size=64, rendered=tmp_path)
-    assert figures["track_failed_subjects"] == 1 and figures["track_subjects"] == 1
-    assert figures["track_detected_fraction"] == 0
+    for prefix in ("track_", "track_predictor_"):                       # both trackers, on the same renders
+        assert figures[f"{prefix}failed_subjects"] == 1 and figures[f"{prefix}subjects"] == 1
+        assert figures[f"{prefix}detected_fraction"] == 0

@@ -2,8 +2,8 @@
 
 Subjects: validation identity seeds 2001-2010 from ``data_tools.subject`` (frontal neutral,
 near-frontal smile, ~65 degree profile; never the test seeds 3001+). The tracker sees only their
-images and masks (the masks stand in for a user's masks/ folder: the profile has no detectable face
-and is fitted from its silhouette).
+images and masks (the masks stand in for a user's masks/ folder: a profile without a detectable face
+is fitted from its silhouette, or, with ``turned_faces``, by landmarks read from the silhouette pose).
 
 Comparison rule (documented in docs/tracking.md): the tracker's head frame and the generator's are
 both the head model's own frame, and the world frame drops out of the head-to-camera transform
@@ -11,13 +11,15 @@ both the head model's own frame, and the world frame drops out of the head-to-ca
 face vertices (face-region skin of the fitted vs true identity + expression, head frame) are compared
 after a similarity (Umeyama) alignment, which removes the scale/depth ambiguity of a monocular fit.
 
-Figures (means over photos, with the 90th percentile): ``track_rot_err_deg_{landmarks,silhouette}``,
+Figures (means over photos, with the 90th percentile): ``track_rot_err_deg`` (every photo, whichever cue
+fitted it), ``track_rot_err_deg_{landmarks,silhouette}``,
 ``track_{rot_err_deg,face_vertex_err_mm,cam_dist_err_pct}_{frontal,expressive,profile}`` (means),
 ``track_face_vertex_err_mm``, ``track_cam_dist_err_pct``, ``track_landmark_rmse_px``,
 ``track_rot_err_deg_landmark_floor`` (the landmark-fitted photos re-fitted for pose alone with the true
 identity, expressions and focal: the error landmarks alone leave; :func:`landmark_pose_floor`),
 ``track_s_per_photo``, ``track_detected_fraction``, ``track_failed_subjects`` (subjects the tracker refused
-with its own error, e.g. no face in any photo: counted and left out, not fatal).
+with its own error, e.g. no face in any photo: counted and left out, not fatal). The same figures of
+``configs/track/predictor.yaml`` (the tracker for renders of the head model) are ``track_predictor_*``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 
 VALIDATION_SEEDS = tuple(range(2001, 2011))
 INPUT_KINDS = {"frontal": "000.png", "expressive": "001.png", "profile": "002.png"}   # data_tools.subject inputs
+RENDERS_CONFIG = Path(__file__).resolve().parents[2] / "configs/track/predictor.yaml"   # the tracker for renders
 
 
 def subject_files(folder: Path) -> tuple[dict, dict, dict]:
@@ -107,66 +110,84 @@ def _stat(values: list[float]) -> tuple[float, float]:
 
 def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | None = None,
         keep: str | Path | None = None, rendered: str | Path | None = None, overrides: list[str] | None = None,
-        config: str | Path | None = None) -> dict[str, float | int]:
+        config: str | Path | None = None, renders_config: bool = True) -> dict[str, float | int]:
     """Track each validation subject from its images + masks and compare with its truth. ``rendered``:
     a folder of subjects already made by ``data_tools.subject`` (``s<seed>/``, tiny head), reused
     instead of rendering them again; ``keep``: copy each tracked folder there; ``config``: a tracker
-    config file (default: the built-in defaults); ``overrides``: tracker config ``key=value`` strings."""
+    config file (default: the built-in defaults); ``overrides``: tracker config ``key=value`` strings.
+    Without ``config`` (and with ``renders_config``) the same subjects are also tracked with
+    ``configs/track/predictor.yaml``, the tracker for renders of the head model: its figures are
+    ``track_predictor_*``."""
     from data_tools.subject import make_subject
-    from synshot.cli import UsageError
-    from synshot.head import HeadConfig, HeadModel
-    from synshot.track import TrackConfig, track_subject
+    from synshot.config import load_config
+    from synshot.track import TrackConfig
 
     seeds = list(seeds or (VALIDATION_SEEDS[:1] if quick else VALIDATION_SEEDS))
     size = size or (128 if quick else 256)
     spp = spp or (4 if quick else 16)
-    from synshot.config import load_config
-
-    cfg = load_config(TrackConfig, config, list(overrides or []))
-    head = HeadModel(HeadConfig.tiny())
-    rows, seconds, n_photos, false_warnings, failed = [], 0.0, 0, 0, []
+    runs = [("track_", config)] + ([("track_predictor_", RENDERS_CONFIG)] if config is None and renders_config else [])
+    out: dict[str, float | int] = {}
     with tempfile.TemporaryDirectory(prefix="bench_track_") as tmp:
         tmp = Path(tmp)
+        truths = {}
         for seed in seeds:
             truth = Path(rendered) / f"s{seed}" if rendered else None
             if truth is None or not (truth / "params.json").is_file():
                 truth = make_subject(seed, tmp / f"s{seed}", size=size, spp=spp, eval_views=0, tiny_head=True)
-            photos = tmp / f"photos{seed}"
-            photos.mkdir()
-            shutil.copytree(truth / "images", photos / "images")
-            shutil.copytree(truth / "masks", photos / "masks")
-            start = time.perf_counter()
-            try:
-                track_subject(photos, tmp / f"t{seed}", cfg)
-            except UsageError as e:    # e.g. no face in any photo: the tracker's own error, counted
-                failed.append(seed)
-                print(f"[bench track] seed {seed}: not tracked: {e}", flush=True)
-                continue
-            seconds += time.perf_counter() - start
-            n_photos += 3
-            report = json.loads((tmp / f"t{seed}" / "tracking.json").read_text())
-            false_warnings += sum("different people" in w for w in report["warnings"])   # one person each
-            sub = compare(truth, tmp / f"t{seed}", head)
-            floor = landmark_pose_floor(truth, tmp / f"t{seed}", head, cfg)
-            for r in sub:
-                r["seed"] = seed
-                r["rot_err_deg_floor"] = floor.get(r["file"])
-            rows += sub
-            print(f"[bench track] seed {seed}: " + ", ".join(
-                f"{r['file']} {r['cue']} rot {r['rot_err_deg']:.1f} deg"
-                + (f" (floor {r['rot_err_deg_floor']:.1f})" if r["rot_err_deg_floor"] is not None else "")
-                + f", face {r['face_vertex_err_mm']:.1f} mm, dist {r['cam_dist_err_pct']:.1f}%" for r in sub), flush=True)
-            if keep:
-                dst = Path(keep) / f"s{seed}"
-                shutil.rmtree(dst, ignore_errors=True)
-                shutil.copytree(tmp / f"t{seed}", dst)
+            truths[seed] = truth
+        for prefix, path in runs:
+            cfg = load_config(TrackConfig, path, list(overrides or []))
+            figures = _track_subjects(truths, cfg, tmp / prefix, Path(keep) / prefix.strip("_") if keep and
+                                      len(runs) > 1 else keep)
+            out.update({f"{prefix}{k}": v for k, v in figures.items()})
+    out["track_image_size"] = size
+    return out
+
+
+def _track_subjects(truths: dict[int, Path], cfg, work: Path, keep: str | Path | None) -> dict[str, float | int]:
+    """Figures of one tracker config over rendered subjects (``truths``: seed -> subject folder)."""
+    from synshot.cli import UsageError
+    from synshot.head import HeadConfig, HeadModel
+    from synshot.track import track_subject
+
+    head = HeadModel(HeadConfig.tiny())
+    rows, seconds, n_photos, false_warnings, failed = [], 0.0, 0, 0, []
+    for seed, truth in truths.items():
+        photos = work / f"photos{seed}"
+        photos.mkdir(parents=True)
+        shutil.copytree(truth / "images", photos / "images")
+        shutil.copytree(truth / "masks", photos / "masks")
+        start = time.perf_counter()
+        try:
+            track_subject(photos, work / f"t{seed}", cfg)
+        except UsageError as e:    # e.g. no face in any photo: the tracker's own error, counted
+            failed.append(seed)
+            print(f"[bench track] seed {seed}: not tracked: {e}", flush=True)
+            continue
+        seconds += time.perf_counter() - start
+        n_photos += 3
+        report = json.loads((work / f"t{seed}" / "tracking.json").read_text())
+        false_warnings += sum("different people" in w for w in report["warnings"])   # one person each
+        sub = compare(truth, work / f"t{seed}", head)
+        floor = landmark_pose_floor(truth, work / f"t{seed}", head, cfg)
+        for r in sub:
+            r["seed"] = seed
+            r["rot_err_deg_floor"] = floor.get(r["file"])
+        rows += sub
+        print(f"[bench track] seed {seed}: " + ", ".join(
+            f"{r['file']} {r['cue']} rot {r['rot_err_deg']:.1f} deg"
+            + (f" (floor {r['rot_err_deg_floor']:.1f})" if r["rot_err_deg_floor"] is not None else "")
+            + f", face {r['face_vertex_err_mm']:.1f} mm, dist {r['cam_dist_err_pct']:.1f}%" for r in sub), flush=True)
+        if keep:
+            dst = Path(keep) / f"s{seed}"
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(work / f"t{seed}", dst)
     lm = [r for r in rows if r["cue"] == "landmarks"]
     sil = [r for r in rows if r["cue"] == "silhouette"]
-    out: dict[str, float | int] = {"track_subjects": len(seeds), "track_failed_subjects": len(failed),
-                                   "track_image_size": size,
-                                   "track_detected_fraction": len(lm) / max(1, len(rows)),
-                                   "track_s_per_photo": seconds / max(1, n_photos),
-                                   "track_false_different_people_warnings": false_warnings}
+    out: dict[str, float | int] = {"subjects": len(truths), "failed_subjects": len(failed),
+                                   "detected_fraction": len(lm) / max(1, len(rows)),
+                                   "s_per_photo": seconds / max(1, n_photos),
+                                   "false_different_people_warnings": false_warnings}
     for key, subset, field in (("rot_err_deg_landmarks", lm, "rot_err_deg"), ("rot_err_deg_silhouette", sil, "rot_err_deg"),
                                ("face_vertex_err_mm", rows, "face_vertex_err_mm"),
                                ("face_vertex_err_mm_landmarks", lm, "face_vertex_err_mm"),
@@ -174,12 +195,14 @@ def run(quick: bool = False, seeds=None, size: int | None = None, spp: int | Non
                                ("landmark_rmse_px", lm, "landmark_rmse_px"),
                                ("rot_err_deg_landmark_floor", lm, "rot_err_deg_floor")):
         mean, p90 = _stat([r[field] for r in subset])
-        out[f"track_{key}"] = mean
-        out[f"track_{key}_p90"] = p90
+        out[key] = mean
+        out[f"{key}_p90"] = p90
+    mean, p90 = _stat([r["rot_err_deg"] for r in rows])
+    out["rot_err_deg"], out["rot_err_deg_p90"] = mean, p90      # every photo, whichever cue fitted it
     for kind, file in INPUT_KINDS.items():     # the generator's three inputs, whichever cue fitted them
         sub = [r for r in rows if r["file"] == file]
         for field in ("rot_err_deg", "face_vertex_err_mm", "cam_dist_err_pct"):
-            out[f"track_{field}_{kind}"] = _stat([r[field] for r in sub])[0]
+            out[f"{field}_{kind}"] = _stat([r[field] for r in sub])[0]
     return out
 
 
@@ -193,7 +216,9 @@ if __name__ == "__main__":
     ap.add_argument("--size", type=int)
     ap.add_argument("--rendered", help="folder of already rendered subjects s<seed>/ to reuse")
     ap.add_argument("--keep", help="copy each tracked subject folder here")
+    ap.add_argument("--no-renders-config", action="store_true",
+                    help="without --config: skip the second run with configs/track/predictor.yaml")
     ap.add_argument("overrides", nargs="*", help="tracker config key=value")
     a = ap.parse_args()
     print(json.dumps(run(a.quick, a.seeds, a.size, keep=a.keep, rendered=a.rendered, overrides=a.overrides,
-                         config=a.config), indent=1))
+                         config=a.config, renders_config=not a.no_renders_config), indent=1))

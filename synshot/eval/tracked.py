@@ -59,13 +59,19 @@ def default_tracked_dir(subject_dir: Path) -> Path:
 
 def input_digest(subject_dir: Path, track_cfg: TrackConfig) -> str:
     """sha256 of what the tracker sees (images/ and masks/ bytes, by relative path), of its config and of
-    the landmark correction's file when it is on (a rebuilt correction or predictor re-tracks)."""
+    the landmark correction's file when it is on (a rebuilt correction or predictor re-tracks), and of the
+    predictor's training record when turned faces are read (their box map is in it)."""
     h = hashlib.sha256(f"tracked-format {TRACKED_FORMAT}\n{dump_config(track_cfg)}\n".encode())
     if track_cfg.detect.correct_landmarks:
         from synshot.track.landmark_correction import correction_source
 
         correction = correction_source(track_cfg.detect)
         h.update(correction.read_bytes() if correction.is_file() else b"<missing correction>")
+    if track_cfg.turned_faces.enabled:    # the box map of turned faces is in the predictor's training record
+        from synshot.track.landmark_predictor import predictor_path
+
+        record = predictor_path(track_cfg.detect.predictor_file).with_suffix(".json")
+        h.update(record.read_bytes() if record.is_file() else b"<missing predictor record>")
     return hash_files(h, Path(subject_dir), [p for folder in INPUT_FOLDERS for p in _tree(Path(subject_dir) / folder)])
 
 

@@ -30,15 +30,19 @@ from synshot.fsio import publish_dir
 from synshot.head import HEAD_MODEL_VERSION, HeadConfig, HeadModel, IdentityParams
 from synshot.track.config import DetectConfig, TrackConfig
 from synshot.track.fit import FitResult, PhotoObservation, box_face_size, fit_landmarks
+from synshot.track.geometry import facing_angle_deg
 from synshot.track.landmark_correction import corrected_landmarks, offset_rms
+from synshot.track.landmark_predictor import load_box_map, load_predictor
 from synshot.track.masks import grabcut_mask, head_faces, mesh_raster
 from synshot.track.overlay import photo_panel, tracking_sheet
 from synshot.track.photos import Photo, PhotoError, list_photos, read_photo, user_mask
 from synshot.track.photometric import appearance_from_photo, face_splats, refine_pose
 from synshot.track.silhouette import HairLinearMesh, fit_silhouette
+from synshot.track.turned_face import read_turned_face
 
 log = get_logger(__name__)
 CUE_LANDMARKS, CUE_SILHOUETTE = "landmarks", "silhouette"
+BOX_FROM_SILHOUETTE = "silhouette pose"     # box_source of a turned face the detector missed (turned_face)
 
 
 class TrackingError(UsageError):
@@ -144,11 +148,6 @@ def _focal_guesses(items: list[_Item], cfg: TrackConfig) -> tuple[list[float], b
             guesses.append(cfg.fit.focal_guess * max(w, h))
             sources.append("guess")
     return guesses, shared, sources
-
-
-def facing_angle_deg(R: np.ndarray) -> float:
-    """Angle between the head's forward axis and the direction to the camera (0: facing it)."""
-    return float(np.degrees(np.arccos(np.clip(-R[2, 2], -1.0, 1.0))))
 
 
 def nose_offset_in_mask(landmarks: np.ndarray, mask: np.ndarray) -> float | None:
@@ -304,7 +303,7 @@ def _store_fit(detected: list[_Item], fit: FitResult) -> FitResult:
         it.record.update({"cue": CUE_LANDMARKS, "landmark_rmse_px": round(float(fit.rmse_px[k]), 3),
                           "landmark_rmse_rel": round(float(fit.rmse_px[k] / box_face_size(it.box)), 4),
                           "detected_landmarks": np.round(_fit_points(it), 2).tolist(),
-                          "dlib_landmarks": np.round(it.landmarks, 2).tolist(),
+                          "dlib_landmarks": None if it.landmarks is None else np.round(it.landmarks, 2).tolist(),
                           "model_landmarks": np.round(fit.model_landmarks[k], 2).tolist()})
     return fit
 
@@ -385,6 +384,29 @@ def _reject_poses_the_silhouette_contradicts(detected: list[_Item], mesh: HairLi
             warnings.append(msg)
             log.warning(msg)
             it.record["cue"] = CUE_SILHOUETTE
+
+
+def _read_turned_face(head: HeadModel, identity: IdentityParams, it: _Item, cfg: TrackConfig) -> None:
+    """A photo fitted by its silhouette takes a landmark pose when the predictor finds its face inside boxes
+    that the silhouette pose places (``synshot.track.turned_face``); otherwise its silhouette pose stands."""
+    face, record = read_turned_face(head, identity, it.rgb, it.focal, it.R, it.t,
+                                    load_predictor(cfg.detect.predictor_file), load_box_map(cfg.detect.predictor_file),
+                                    cfg.turned_faces, cfg.fit)
+    it.record["turned_face"] = record
+    if face is None:
+        log.info("%s: the landmark predictor did not find a turned face (%d of %d starts agree); keeping its "
+                 "silhouette pose", it.photo.name, record["agreeing"], len(record["starts"]))
+        return
+    it.R, it.t, it.box = face.rotation, face.translation, face.box
+    it.corrected_landmarks, it.correction_kept = face.landmarks, True
+    it.expression = np.zeros(len(head.expression_names))     # the pose fit's: one profile pins no expression
+    it.record.update({"cue": CUE_LANDMARKS, "box_source": BOX_FROM_SILHOUETTE,
+                      "face_box": [round(v, 1) for v in face.box],
+                      "landmark_rmse_px": round(face.rmse_px, 3), "landmark_rmse_rel": round(face.rmse_rel, 4),
+                      "detected_landmarks": np.round(face.landmarks, 2).tolist(),
+                      "model_landmarks": np.round(face.model_landmarks, 2).tolist()})
+    log.info("%s: landmarks read by the predictor from the silhouette pose (%d of %d starts agree; RMSE %.1f px)",
+             it.photo.name, record["agreeing"], len(record["starts"]), face.rmse_px)
 
 
 def _check_output(out: Path, photo_paths: Sequence[Path]) -> None:
@@ -494,6 +516,15 @@ def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: 
                 it.expression = np.zeros(len(head.expression_names))
             identity.hair_volume, identity.hair_length = sil.hair_volume, sil.hair_length
             it.record.update({"cue": CUE_SILHOUETTE, "silhouette_iou": round(sil.iou, 4)})
+            if cfg.turned_faces.enabled:
+                _read_turned_face(head, identity, it, cfg)
+    turned = [it for it in items if it.record.get("box_source") == BOX_FROM_SILHOUETTE]
+    if turned and cfg.turned_faces.refit_identity:    # the turned faces' landmarks join the identity fit
+        hair = identity.hair_volume, identity.hair_length
+        fit = _fit_landmark_photos(head, [it for it in items if it.record["cue"] == CUE_LANDMARKS], items, guesses,
+                                   shared, cfg)
+        identity = _identity(fit)
+        identity.hair_volume, identity.hair_length = hair
     outer, face_tris = head_faces(head)
     sheet_panels = []
     id_full = identity.copy()

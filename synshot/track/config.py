@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from synshot.config import ConfigBase
 
@@ -108,6 +108,22 @@ class ProfileCheckConfig(ConfigBase):
     max_angle_deg: float = Field(30.0, gt=0, le=180)
 
 
+class TurnedFaceConfig(ConfigBase):
+    """Photos the detector misses (or a profile check sends to the silhouette cue), read by the landmark predictor
+    from boxes placed by their silhouette pose (``synshot.track.turned_face``; needs
+    ``detect.correction=shape_predictor``). A start whose points the pose fit explains is kept only when enough
+    starts agree on a turned head."""
+
+    enabled: bool = False
+    yaw_offsets_deg: list[float] = [-45.0, -30.0, -15.0, 0.0, 15.0, 30.0, 45.0]   # starts around the silhouette's yaw
+    box_iterations: int = Field(4, ge=0)          # predictor -> box from its points -> predictor ...
+    min_facing_deg: float = Field(45.0, ge=0, le=180)   # the detector finds faces turned less than this
+    agreement_deg: float = Field(5.0, gt=0)      # two starts agree when their poses differ by less
+    min_agreeing: int = Field(2, ge=1)           # starts (the chosen one included) that must agree
+    max_rmse: float = Field(0.05, gt=0)           # landmark RMSE / face size above which the start is not kept
+    refit_identity: bool = True                  # their landmarks join a second identity fit (a profile shows depth)
+
+
 class TrackConfig(ConfigBase):
     """Face tracker: dlib detection + landmarks, joint fit of the head model, silhouette cue, masks."""
 
@@ -121,5 +137,13 @@ class TrackConfig(ConfigBase):
     detect: DetectConfig = DetectConfig()
     fit: FitConfig = FitConfig()
     silhouette: SilhouetteConfig = SilhouetteConfig()
+    turned_faces: TurnedFaceConfig = TurnedFaceConfig()
     photometric: PhotometricConfig = PhotometricConfig()
     masks: MaskConfig = MaskConfig()
+
+    @model_validator(mode="after")
+    def _turned_faces_need_the_predictor(self) -> "TrackConfig":
+        if self.turned_faces.enabled and not self.detect.predictor_replaces_dlib:
+            raise ValueError("turned_faces.enabled=true needs detect.correction=shape_predictor (the predictor "
+                             "reads the turned face; configs/track/predictor.yaml sets both)")
+        return self

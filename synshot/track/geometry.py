@@ -57,3 +57,8 @@ def similarity_align(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarra
     s = float(np.trace(np.diag(S) @ D) / var)
     t = mu_d - s * R @ mu_s
     return s, R, t
+
+
+def facing_angle_deg(R: np.ndarray) -> float:
+    """Angle between the head's forward axis and the direction to the camera (0: facing it)."""
+    return float(np.degrees(np.arccos(np.clip(-R[2, 2], -1.0, 1.0))))

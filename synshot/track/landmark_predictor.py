@@ -143,6 +143,34 @@ def train(samples: list[dict], options: dict, mirror: bool = True) -> LandmarkPr
     return LandmarkPredictor(dlib.train_shape_predictor(images, objects, opts))
 
 
+def box_features(points: np.ndarray) -> np.ndarray:
+    """What :func:`fit_box_map` reads off 68 points: the inner points' centre and extent, and the extent of
+    all 68 (a constant first)."""
+    p = np.asarray(points, dtype=np.float64)
+    inner = p[17:]
+    return np.concatenate([[1.0], inner.mean(0), inner.min(0), inner.max(0), [p[:, 0].min(), p[:, 0].max(),
+                                                                              p[:, 1].max()]])
+
+
+def fit_box_map(samples: list[dict]) -> np.ndarray:
+    """(10, 4) least-squares map from :func:`box_features` of each sample's target points to its detector box.
+
+    Why: the predictor reads points relative to a box in dlib's detector convention. Where the detector
+    finds no face (profiles beyond its range), the tracker places that box from points instead: the head
+    model's landmarks at a guessed pose, then the predictor's own points (``synshot.track.turned_face``).
+    Fitted on the photos as the detector saw them, not mirrored: dlib's boxes are not left-right
+    symmetric about the face (on the shipped predictor's photos, mirrored copies in the fit put its boxes'
+    worst corner 0.089 face sizes from dlib's on average instead of 0.075)."""
+    feats = np.stack([box_features(s["model"]) for s in samples])
+    boxes = np.asarray([s["box"] for s in samples], dtype=np.float64)
+    return np.linalg.lstsq(feats, boxes, rcond=None)[0]
+
+
+def box_from_points(points: np.ndarray, box_map: np.ndarray) -> tuple[float, float, float, float]:
+    """The detector box (left, top, right, bottom) that ``box_map`` (:func:`fit_box_map`) gives for 68 points."""
+    return tuple(float(v) for v in box_features(points) @ box_map)
+
+
 def point_rms(points: np.ndarray, target: np.ndarray, box, index) -> float:
     """RMS distance of ``points[index]`` from ``target[index]``, in face sizes of ``box``."""
     from synshot.track.fit import box_face_size
@@ -164,6 +192,21 @@ def predictor_path(path: str | None = None) -> Path:
 def load_predictor(path: str | None = None) -> LandmarkPredictor:
     """The predictor at ``predictor_path(path)``, loaded once per process."""
     return _load_cached(str(predictor_path(path)))
+
+
+def load_box_map(path: str | None = None) -> np.ndarray:
+    """The (10, 4) :func:`fit_box_map` recorded beside the predictor file at ``predictor_path(path)``."""
+    record = predictor_path(path).with_suffix(".json")
+    try:
+        box_map = np.asarray(json.loads(record.read_text())["box_from_points"], dtype=np.float64)
+    except (OSError, ValueError, KeyError) as e:
+        raise LandmarkModelError(f"{record}: no box map (box_from_points) in the predictor's training record "
+                                 f"({type(e).__name__}); retrain it with `{REBUILD}`, or track with "
+                                 f"turned_faces.enabled=false") from e
+    if box_map.shape != (10, 4):
+        raise LandmarkModelError(f"{record}: box_from_points has shape {box_map.shape}, not (10, 4); retrain it "
+                                 f"with `{REBUILD}`")
+    return box_map
 
 
 def training_record(path: str | Path | None = None) -> dict:
