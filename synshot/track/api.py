@@ -544,6 +544,7 @@ def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: 
                           focal_sources[items.index(it)], "mask": it.mask_source, "width": w, "height": h,
                           "distance_m": round(float(np.linalg.norm(it.t)), 4)})
         title = f"{it.photo.name}: {it.record['cue']}" + (
+            " (box from the silhouette pose)" if it.record.get("box_source") == BOX_FROM_SILHOUETTE else "") + (
             f", RMSE {it.record['landmark_rmse_px']:.1f} px" if it.record["cue"] == CUE_LANDMARKS else
             f", IoU {it.record['silhouette_iou']:.2f}")
         model_lm = it.record.get("model_landmarks") if it.record["cue"] == CUE_LANDMARKS else None
