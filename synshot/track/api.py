@@ -409,6 +409,51 @@ def _read_turned_face(head: HeadModel, identity: IdentityParams, it: _Item, cfg:
              it.photo.name, record["agreeing"], len(record["starts"]), face.rmse_px)
 
 
+def _fit_silhouette_photos(head: HeadModel, identity: IdentityParams, items: list[_Item], detected: list[_Item],
+                           guesses: list[float], shared: bool, mesh: HairLinearMesh | None, cfg: TrackConfig,
+                           warnings: list[str]) -> IdentityParams:
+    """Photos without a landmark pose (no face found, or a profile check moved them): pose and hair from
+    the mask (the silhouette cue), then, with ``turned_faces``, landmarks read from that pose. Returns the
+    identity: with the fitted hair, and refitted when turned faces joined the landmark photos."""
+    shared_focal = float(np.mean([it.focal for it in detected])) if shared else None
+    undetected = [it for it in items if it.landmarks is None or it.record.get("cue") == CUE_SILHOUETTE]
+    if not undetected:
+        return identity
+    depth = float(np.median([it.t[2] for it in detected]))
+    for it in undetected:
+        k = items.index(it)
+        it.focal = shared_focal if shared_focal else guesses[k]
+        side = face_side(it.rgb, it.mask, skin_colour(detected))
+        it.record["face_side"] = side
+        sil = fit_silhouette(mesh, it.mask, it.focal, depth, cfg.silhouette, yaw_sign=side)
+        if sil.iou < cfg.silhouette.min_iou and it.R is not None:   # it has a landmark pose: keep that one
+            msg = (f"{it.photo.path}: the silhouette fit did not converge either (IoU {sil.iou:.2f}); keeping "
+                   f"its landmark pose, which may be wrong")
+            warnings.append(msg)
+            log.warning(msg)
+            it.record.update({"cue": CUE_LANDMARKS, "silhouette_iou": round(sil.iou, 4)})
+            continue
+        if sil.iou < cfg.silhouette.min_iou:
+            raise TrackingError(f"{it.photo.path}: the silhouette fit did not converge (IoU {sil.iou:.2f} < "
+                                f"silhouette.min_iou={cfg.silhouette.min_iou:g}); check "
+                                f"{it.mask_source} mask of this photo or use a photo where the face is visible")
+        it.R, it.t = sil.rotation, sil.translation
+        if it.expression is None:
+            it.expression = np.zeros(len(head.expression_names))
+        identity.hair_volume, identity.hair_length = sil.hair_volume, sil.hair_length
+        it.record.update({"cue": CUE_SILHOUETTE, "silhouette_iou": round(sil.iou, 4)})
+        if cfg.turned_faces.enabled:
+            _read_turned_face(head, identity, it, cfg)
+    turned = [it for it in items if it.record.get("box_source") == BOX_FROM_SILHOUETTE]
+    if turned and cfg.turned_faces.refit_identity:    # the turned faces' landmarks join the identity fit
+        hair = identity.hair_volume, identity.hair_length
+        fit = _fit_landmark_photos(head, [it for it in items if it.record["cue"] == CUE_LANDMARKS], items, guesses,
+                                   shared, cfg)
+        identity = _identity(fit)
+        identity.hair_volume, identity.hair_length = hair
+    return identity
+
+
 def _check_output(out: Path, photo_paths: Sequence[Path]) -> None:
     out_r = out.resolve()
     for p in photo_paths:
@@ -490,41 +535,7 @@ def _track(images: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: 
     if cfg.photometric.enabled:
         _refine_photometric(head, identity, detected, cfg)
     identity_pairs = _pairwise_identity(items, cfg, warnings)
-    shared_focal = float(np.mean([it.focal for it in detected])) if shared else None
-    undetected = [it for it in items if it.landmarks is None or it.record.get("cue") == CUE_SILHOUETTE]
-    if undetected:
-        depth = float(np.median([it.t[2] for it in detected]))
-        for it in undetected:
-            k = items.index(it)
-            it.focal = shared_focal if shared_focal else guesses[k]
-            side = face_side(it.rgb, it.mask, skin_colour(detected))
-            it.record["face_side"] = side
-            sil = fit_silhouette(mesh, it.mask, it.focal, depth, cfg.silhouette, yaw_sign=side)
-            if sil.iou < cfg.silhouette.min_iou and it.R is not None:   # it has a landmark pose: keep that one
-                msg = (f"{it.photo.path}: the silhouette fit did not converge either (IoU {sil.iou:.2f}); keeping "
-                       f"its landmark pose, which may be wrong")
-                warnings.append(msg)
-                log.warning(msg)
-                it.record.update({"cue": CUE_LANDMARKS, "silhouette_iou": round(sil.iou, 4)})
-                continue
-            if sil.iou < cfg.silhouette.min_iou:
-                raise TrackingError(f"{it.photo.path}: the silhouette fit did not converge (IoU {sil.iou:.2f} < "
-                                    f"silhouette.min_iou={cfg.silhouette.min_iou:g}); check "
-                                    f"{it.mask_source} mask of this photo or use a photo where the face is visible")
-            it.R, it.t = sil.rotation, sil.translation
-            if it.expression is None:
-                it.expression = np.zeros(len(head.expression_names))
-            identity.hair_volume, identity.hair_length = sil.hair_volume, sil.hair_length
-            it.record.update({"cue": CUE_SILHOUETTE, "silhouette_iou": round(sil.iou, 4)})
-            if cfg.turned_faces.enabled:
-                _read_turned_face(head, identity, it, cfg)
-    turned = [it for it in items if it.record.get("box_source") == BOX_FROM_SILHOUETTE]
-    if turned and cfg.turned_faces.refit_identity:    # the turned faces' landmarks join the identity fit
-        hair = identity.hair_volume, identity.hair_length
-        fit = _fit_landmark_photos(head, [it for it in items if it.record["cue"] == CUE_LANDMARKS], items, guesses,
-                                   shared, cfg)
-        identity = _identity(fit)
-        identity.hair_volume, identity.hair_length = hair
+    identity = _fit_silhouette_photos(head, identity, items, detected, guesses, shared, mesh, cfg, warnings)
     outer, face_tris = head_faces(head)
     sheet_panels = []
     id_full = identity.copy()
