@@ -117,7 +117,8 @@ class TurnedFaceConfig(ConfigBase):
     enabled: bool = False
     yaw_offsets_deg: list[float] = [-45.0, -30.0, -15.0, 0.0, 15.0, 30.0, 45.0]   # starts around the silhouette's yaw
     box_iterations: int = Field(4, ge=0)          # predictor -> box from its points -> predictor ...
-    min_facing_deg: float = Field(45.0, ge=0, le=180)   # the detector finds faces turned less than this
+    min_facing_deg: float = Field(45.0, ge=0, le=180)   # the detector finds faces turned less than this (where the
+    #                                                    mask shows a turned head: skin off-centre, face_side +-1)
     agreement_deg: float = Field(5.0, gt=0)      # two starts agree when their poses differ by less
     min_agreeing: int = Field(2, ge=1)           # starts (the chosen one included) that must agree
     max_rmse: float = Field(0.05, gt=0)           # landmark RMSE / face size above which the start is not kept

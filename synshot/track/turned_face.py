@@ -12,7 +12,10 @@ silhouette pose turned by each of ``yaw_offsets_deg``, then boxed again from the
 the head pose alone, with the tracked identity and a neutral expression (one profile pins neither
 well). Starts that lose the face end on poses of their own; starts that find it agree. The pose the most
 starts agree with (within ``agreement_deg``), turned at least ``min_facing_deg`` (the detector would
-have found a face turned less) and fitted best, stands if its RMSE is at most ``max_rmse``.
+have found a face turned less) and fitted best, stands if its RMSE is at most ``max_rmse``. The facing
+bound holds only where the mask shows a turned head (its skin-coloured pixels off the outline's centre,
+``face_side``): a near-frontal face the detector missed (a noisy render) has its skin centred, and its
+starts agree on a near-frontal pose.
 """
 
 from __future__ import annotations
@@ -70,11 +73,12 @@ def project_points(points: np.ndarray, R: np.ndarray, t: np.ndarray, focal: floa
 
 def read_turned_face(head: HeadModel, identity: IdentityParams, image: np.ndarray, focal: float,
                      rotation: np.ndarray, translation: np.ndarray, predictor: LandmarkPredictor,
-                     box_map: np.ndarray, cfg: TurnedFaceConfig, fit_cfg: FitConfig
+                     box_map: np.ndarray, cfg: TurnedFaceConfig, fit_cfg: FitConfig, turned_head: bool = True
                      ) -> tuple[TurnedFace | None, dict[str, Any]]:
     """The landmark pose of the face in ``image`` starting from the silhouette pose (``rotation``,
     ``translation``), or None when the starts do not agree on a turned face that the head model fits
-    (see the module docstring); and a record of what each start found."""
+    (see the module docstring); and a record of what each start found. ``turned_head``: the mask shows a
+    turned head, so only poses turned at least ``cfg.min_facing_deg`` count."""
     height, width = image.shape[:2]
     neutral = np.zeros((1, len(head.expression_names)))
     landmarks3d = neutral_landmarks(head, identity)
@@ -89,7 +93,8 @@ def read_turned_face(head: HeadModel, identity: IdentityParams, image: np.ndarra
         fit = fit_landmarks(head, [obs], fit_cfg, False, known=(identity, neutral))
         starts.append(TurnedFace(points, box, fit.rotations[0], fit.translations[0], fit.model_landmarks[0],
                                  float(fit.rmse_px[0])))
-    turned = [s for s in starts if facing_angle_deg(s.rotation) >= cfg.min_facing_deg]
+    min_facing = cfg.min_facing_deg if turned_head else 0.0
+    turned = [s for s in starts if facing_angle_deg(s.rotation) >= min_facing]
     support = [sum(rotation_error_deg(a.rotation, b.rotation) < cfg.agreement_deg for b in turned) for a in turned]
     record: dict[str, Any] = {
         "starts": [{"yaw_offset_deg": o, "facing_deg": round(facing_angle_deg(s.rotation), 1),
