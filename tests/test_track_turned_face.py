@@ -91,3 +91,31 @@ def test_a_profile_the_detector_misses_is_read_from_its_silhouette_pose(tmp_path
         else:
             assert frame["cue"] == "silhouette" and "turned_face" not in frame
     assert errors[True] < 6.0 and errors[True] < errors[False], errors
+
+
+@pytest.mark.slow
+def test_a_near_frontal_face_the_detector_misses_is_read_without_the_facing_bound(tmp_path):
+    """A noisy (4 samples per pixel) frontal render that dlib does not detect, its skin centred in the
+    mask: the facing bound does not apply, and the predictor's points give a near-frontal pose."""
+    from PIL import Image
+
+    from data_tools.subject import make_subject
+    from synshot.bench.track import compare
+    from synshot.config import load_config
+    from synshot.head import HeadConfig, HeadModel
+    from synshot.track import TrackConfig, track_subject
+    from synshot.track.api import detect_face
+
+    truth = make_subject(546, tmp_path / "truth", size=128, spp=4, eval_views=0, tiny_head=True)
+    photos = tmp_path / "photos"
+    shutil.copytree(truth / "images", photos / "images")
+    shutil.copytree(truth / "masks", photos / "masks")
+    frontal = np.asarray(Image.open(truth / "images" / "000.png").convert("RGB"), dtype=np.float32) / 255
+    assert detect_face(frontal, TrackConfig().detect)[1] is None          # the case this covers
+    out = track_subject(photos, tmp_path / "tracked",
+                        load_config(TrackConfig, "configs/track/predictor.yaml")).out_dir
+    frame = {f["file"]: f for f in json.loads((out / "tracking.json").read_text())["frames"]}["000.png"]
+    assert frame["face_side"] == 0 and frame["cue"] == "landmarks" and frame["box_source"] == "silhouette pose"
+    assert frame["turned_face"]["facing_deg"] < 30
+    error = {r["file"]: r for r in compare(truth, out, HeadModel(HeadConfig.tiny()))}["000.png"]["rot_err_deg"]
+    assert error < 6.0, error
