@@ -57,33 +57,46 @@ def test_a_predictor_without_a_box_map_names_its_record_and_the_fix(tmp_path):
         load_box_map(str(path))
 
 
+def _undetected_photo(tmp_path, seed: int, spp: int, photo: str):
+    """A rendered subject (truth) and a photos folder of its images and masks, where dlib finds no face in
+    ``photo`` (asserted: the case the tests below cover)."""
+    from PIL import Image
+
+    from data_tools.subject import make_subject
+    from synshot.track import TrackConfig
+    from synshot.track.api import detect_face
+
+    truth = make_subject(seed, tmp_path / "truth", size=128, spp=spp, eval_views=0, tiny_head=True)
+    photos = tmp_path / "photos"
+    shutil.copytree(truth / "images", photos / "images")
+    shutil.copytree(truth / "masks", photos / "masks")
+    rgb = np.asarray(Image.open(truth / "images" / photo).convert("RGB"), dtype=np.float32) / 255
+    assert detect_face(rgb, TrackConfig().detect)[1] is None
+    return truth, photos
+
+
+def _track_photo(truth, photos, out, photo: str, *overrides: str) -> tuple[dict, float]:
+    """Track ``photos`` with configs/track/predictor.yaml: ``photo``'s tracking.json record and rotation error."""
+    from synshot.bench.track import compare
+    from synshot.config import load_config
+    from synshot.head import HeadConfig, HeadModel
+    from synshot.track import TrackConfig, track_subject
+
+    out = track_subject(photos, out, load_config(TrackConfig, "configs/track/predictor.yaml", list(overrides))).out_dir
+    frame = {f["file"]: f for f in json.loads((out / "tracking.json").read_text())["frames"]}[photo]
+    return frame, {r["file"]: r for r in compare(truth, out, HeadModel(HeadConfig.tiny()))}[photo]["rot_err_deg"]
+
+
 @pytest.mark.slow
 def test_a_profile_the_detector_misses_is_read_from_its_silhouette_pose(tmp_path):
     """A rendered ~65 degree profile that dlib does not detect: with predictor.yaml the predictor reads its
     landmarks from boxes placed by the silhouette pose, and the landmark pose is within a few degrees of
     the truth; without it the photo keeps its (looser) silhouette pose."""
-    from data_tools.subject import make_subject
-    from synshot.bench.track import compare
-    from synshot.config import load_config
-    from synshot.head import HeadConfig, HeadModel
-    from synshot.track import TrackConfig, track_subject
-    from synshot.track.api import detect_face
-
-    truth = make_subject(549, tmp_path / "truth", size=128, spp=16, eval_views=0, tiny_head=True)
-    photos = tmp_path / "photos"
-    shutil.copytree(truth / "images", photos / "images")
-    shutil.copytree(truth / "masks", photos / "masks")
-    from PIL import Image
-
-    profile = np.asarray(Image.open(truth / "images" / "002.png").convert("RGB"), dtype=np.float32) / 255
-    assert detect_face(profile, TrackConfig().detect)[1] is None          # the case this covers
-    head = HeadModel(HeadConfig.tiny())
+    truth, photos = _undetected_photo(tmp_path, 549, 16, "002.png")
     errors = {}
     for enabled in (True, False):
-        cfg = load_config(TrackConfig, "configs/track/predictor.yaml", [f"turned_faces.enabled={str(enabled).lower()}"])
-        out = track_subject(photos, tmp_path / f"tracked_{enabled}", cfg).out_dir
-        frame = {f["file"]: f for f in json.loads((out / "tracking.json").read_text())["frames"]}["002.png"]
-        errors[enabled] = {r["file"]: r for r in compare(truth, out, head)}["002.png"]["rot_err_deg"]
+        frame, errors[enabled] = _track_photo(truth, photos, tmp_path / f"tracked_{enabled}", "002.png",
+                                              f"turned_faces.enabled={str(enabled).lower()}")
         if enabled:
             assert frame["cue"] == "landmarks" and frame["box_source"] == "silhouette pose"
             assert frame["turned_face"]["kept"] and frame["turned_face"]["agreeing"] >= 2
@@ -97,25 +110,8 @@ def test_a_profile_the_detector_misses_is_read_from_its_silhouette_pose(tmp_path
 def test_a_near_frontal_face_the_detector_misses_is_read_without_the_facing_bound(tmp_path):
     """A noisy (4 samples per pixel) frontal render that dlib does not detect, its skin centred in the
     mask: the facing bound does not apply, and the predictor's points give a near-frontal pose."""
-    from PIL import Image
-
-    from data_tools.subject import make_subject
-    from synshot.bench.track import compare
-    from synshot.config import load_config
-    from synshot.head import HeadConfig, HeadModel
-    from synshot.track import TrackConfig, track_subject
-    from synshot.track.api import detect_face
-
-    truth = make_subject(546, tmp_path / "truth", size=128, spp=4, eval_views=0, tiny_head=True)
-    photos = tmp_path / "photos"
-    shutil.copytree(truth / "images", photos / "images")
-    shutil.copytree(truth / "masks", photos / "masks")
-    frontal = np.asarray(Image.open(truth / "images" / "000.png").convert("RGB"), dtype=np.float32) / 255
-    assert detect_face(frontal, TrackConfig().detect)[1] is None          # the case this covers
-    out = track_subject(photos, tmp_path / "tracked",
-                        load_config(TrackConfig, "configs/track/predictor.yaml")).out_dir
-    frame = {f["file"]: f for f in json.loads((out / "tracking.json").read_text())["frames"]}["000.png"]
+    truth, photos = _undetected_photo(tmp_path, 546, 4, "000.png")
+    frame, error = _track_photo(truth, photos, tmp_path / "tracked", "000.png")
     assert frame["face_side"] == 0 and frame["cue"] == "landmarks" and frame["box_source"] == "silhouette pose"
     assert frame["turned_face"]["facing_deg"] < 30
-    error = {r["file"]: r for r in compare(truth, out, HeadModel(HeadConfig.tiny()))}["000.png"]["rot_err_deg"]
     assert error < 6.0, error

@@ -30,7 +30,7 @@ import torch
 from synshot.head import HeadModel, IdentityParams
 from synshot.track.config import FitConfig, TurnedFaceConfig
 from synshot.track.fit import LandmarkHead, PhotoObservation, box_face_size, fit_landmarks
-from synshot.track.geometry import facing_angle_deg, rotation_error_deg
+from synshot.track.geometry import facing_angle_deg, project, rotation_error_deg
 from synshot.track.landmark_predictor import LandmarkPredictor, box_from_points
 
 
@@ -66,9 +66,10 @@ def neutral_landmarks(head: HeadModel, identity: IdentityParams) -> np.ndarray:
 
 def project_points(points: np.ndarray, R: np.ndarray, t: np.ndarray, focal: float, width: int, height: int
                    ) -> np.ndarray:
-    """(N, 2) pixels of head-frame ``points`` at pose (R, t) (pixel centres at +0.5, as the fit projects)."""
-    cam = points @ R.T + t
-    return focal * cam[:, :2] / cam[:, 2:3] + np.array([width / 2, height / 2])
+    """(N, 2) pixels of head-frame ``points`` at pose (R, t): the fit's own projection (``geometry.project``)
+    with the principal point at the image centre."""
+    as_t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))  # noqa: E731
+    return project(as_t(points), as_t(R), as_t(t), as_t(focal), as_t([width / 2, height / 2])).numpy()
 
 
 def read_turned_face(head: HeadModel, identity: IdentityParams, image: np.ndarray, focal: float,
@@ -94,16 +95,17 @@ def read_turned_face(head: HeadModel, identity: IdentityParams, image: np.ndarra
         starts.append(TurnedFace(points, box, fit.rotations[0], fit.translations[0], fit.model_landmarks[0],
                                  float(fit.rmse_px[0])))
     min_facing = cfg.min_facing_deg if turned_head else 0.0
-    turned = [s for s in starts if facing_angle_deg(s.rotation) >= min_facing]
-    support = [sum(rotation_error_deg(a.rotation, b.rotation) < cfg.agreement_deg for b in turned) for a in turned]
+    candidates = [s for s in starts if facing_angle_deg(s.rotation) >= min_facing]
+    support = [sum(rotation_error_deg(a.rotation, b.rotation) < cfg.agreement_deg for b in candidates)
+               for a in candidates]
     record: dict[str, Any] = {
         "starts": [{"yaw_offset_deg": o, "facing_deg": round(facing_angle_deg(s.rotation), 1),
                     "rmse_rel": round(s.rmse_rel, 4)} for o, s in zip(cfg.yaw_offsets_deg, starts)],
         "agreeing": max(support, default=0)}
-    if not turned or max(support) < cfg.min_agreeing:
+    if not candidates or max(support) < cfg.min_agreeing:
         record["kept"] = False
         return None, record
-    best = min((s for s, n in zip(turned, support) if n == max(support)), key=lambda s: s.rmse_px)
+    best = min((s for s, n in zip(candidates, support) if n == max(support)), key=lambda s: s.rmse_px)
     record.update({"kept": best.rmse_rel <= cfg.max_rmse, "rmse_rel": round(best.rmse_rel, 4),
                    "facing_deg": round(facing_angle_deg(best.rotation), 1)})
     return (best if record["kept"] else None), record
