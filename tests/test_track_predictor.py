@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from synshot.head.landmarks import MIRROR
-from synshot.track.landmark_predictor import (BOX_PX, REBUILD, SHIPPED, LandmarkPredictor, face_crop, mirrored,
-                                              point_rms, train, training_record)
+from synshot.track.landmark_predictor import (BOX_PX, REBUILD, SHIPPED, LandmarkPredictor, augmented_boxes,
+                                              face_crop, load_predictor, mirrored, point_rms, train, training_record,
+                                              unmirror)
 
 
 def test_face_crop_maps_points_both_ways_and_pads_beyond_the_border():
@@ -43,6 +44,31 @@ def test_mirror_twice_is_the_identity():
     im2, box2, pts2 = mirrored(im1, box1, pts1)
     assert np.array_equal(im2, image) and box2 == box
     np.testing.assert_allclose(pts2, pts)
+
+
+def test_augmented_boxes_move_the_box_by_the_shift_along_each_axis_and_in_scale():
+    boxes = np.array(augmented_boxes((10.0, 20.0, 50.0, 80.0), 0.05))
+    assert boxes.shape == (7, 4) and tuple(boxes[0]) == (10.0, 20.0, 50.0, 80.0)
+    centres, sizes = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
+    np.testing.assert_allclose(centres[1:5] - centres[0], [[-2, 0], [2, 0], [0, -3], [0, 3]], atol=1e-12)
+    np.testing.assert_allclose(sizes[1:5], np.tile([40.0, 60.0], (4, 1)), atol=1e-12)
+    np.testing.assert_allclose(sizes[5:] / sizes[0], [[np.exp(0.05)] * 2, [np.exp(-0.05)] * 2])
+    np.testing.assert_allclose(centres[5:], np.tile(centres[0], (2, 1)), atol=1e-12)
+
+
+def test_augmented_reads_are_exactly_mirror_symmetric():
+    """Test-time augmentation reads every box as is and mirrored, over a set of boxes that mirrors into
+    itself, so the mirror image's points are the photo's points mirrored; one read is not."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    box = (20.0, 24.0, 70.0, 74.0)
+    flipped, flipped_box, _ = mirrored(image, box, np.zeros((68, 2)))
+    predictor = load_predictor()
+    np.testing.assert_allclose(unmirror(predictor.apply(flipped, flipped_box, 0.02), 96),
+                               predictor.apply(image, box, 0.02), atol=1e-6)
+    one = predictor.apply(image, box)
+    assert np.abs(unmirror(predictor.apply(flipped, flipped_box), 96) - one).max() > 0.1
+    assert 0.01 < np.abs(predictor.apply(image, box, 0.02) - one).mean() < 10   # an average near the single read
 
 
 def _blob_samples(n: int, seed: int):

@@ -75,13 +75,36 @@ def face_crop(image: np.ndarray, box) -> FaceCrop:
 def mirrored(image: np.ndarray, box, points: np.ndarray) -> tuple[np.ndarray, tuple, np.ndarray]:
     """The left-right mirror image of a photo, its box and its 68 points (iBUG order kept): a second
     training sample per photo, and the predictor stays symmetric."""
+    width = image.shape[1]
+    return np.ascontiguousarray(image[:, ::-1]), mirror_box(box, width), unmirror(points, width)
+
+
+def mirror_box(box, width: int) -> tuple[float, float, float, float]:
+    """``box`` (left, top, right, bottom) in the left-right mirror image of a photo ``width`` pixels wide."""
+    left, top, right, bottom = box
+    return (width - right, top, width - left, bottom)
+
+
+def unmirror(points: np.ndarray, width: int) -> np.ndarray:
+    """68 points read in the mirror image, back in the photo (x reflected, left and right points swapped)."""
     from synshot.head.landmarks import MIRROR
 
-    width = image.shape[1]
-    left, top, right, bottom = box
     pts = np.asarray(points, dtype=np.float64)[MIRROR].copy()
     pts[:, 0] = width - pts[:, 0]
-    return np.ascontiguousarray(image[:, ::-1]), (width - right, top, width - left, bottom), pts
+    return pts
+
+
+def augmented_boxes(box, shift: float) -> list[tuple[float, float, float, float]]:
+    """``box``, then moved by ``shift`` of its size along -x, +x, -y, +y, and scaled by exp(+-``shift``)."""
+    left, top, right, bottom = (float(v) for v in box)
+    w, h = right - left, bottom - top
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    out = []
+    for dx, dy, ds in ((0, 0, 0), (-shift, 0, 0), (shift, 0, 0), (0, -shift, 0), (0, shift, 0), (0, 0, shift),
+                       (0, 0, -shift)):
+        x, y, s = cx + dx * w, cy + dy * h, math.exp(ds)
+        out.append((x - s * w / 2, y - s * h / 2, x + s * w / 2, y + s * h / 2))
+    return out
 
 
 class LandmarkPredictor:
@@ -90,8 +113,23 @@ class LandmarkPredictor:
     def __init__(self, predictor, path: Path | None = None):
         self.predictor, self.path = predictor, path
 
-    def apply(self, image: np.ndarray, box) -> np.ndarray:
-        """(68, 2) head-model landmarks of the face in ``box``, photo pixels."""
+    def apply(self, image: np.ndarray, box, augment: float = 0.0) -> np.ndarray:
+        """(68, 2) head-model landmarks of the face in ``box``, photo pixels.
+
+        ``augment`` > 0: test-time augmentation, the mean of 14 reads: the box as given and moved by
+        ``augment`` of its size left, right, up, down, larger and smaller, each read as is and mirrored.
+        Why: the trees' error on one face depends on where the box falls and on which side they see, and
+        part of it averages out (see ``DetectConfig.predictor_augment``)."""
+        if augment <= 0:
+            return self._read(image, box)
+        flipped = np.ascontiguousarray(image[:, ::-1])
+        reads = []
+        for moved in augmented_boxes(box, augment):
+            reads.append(self._read(image, moved))
+            reads.append(unmirror(self._read(flipped, mirror_box(moved, image.shape[1])), image.shape[1]))
+        return np.mean(reads, axis=0)
+
+    def _read(self, image: np.ndarray, box) -> np.ndarray:
         crop = face_crop(image, box)
         return crop.to_photo(shape_points(self.predictor, crop.image, crop.box))
 
