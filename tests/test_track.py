@@ -295,7 +295,7 @@ def test_shipped_track_configs():
     predictor = load_config(TrackConfig, "configs/track/predictor.yaml").model_dump()
     changed = {(section, key) for section, values in predictor.items() if isinstance(values, dict)
                for key, value in values.items() if default.model_dump()[section][key] != value}
-    assert changed == {("detect", "correction"), ("detect", "predictor_augment"), ("profile_check", "max_nose_offset"),
+    assert changed == {("detect", "correction"), ("detect", "tta_shift"), ("profile_check", "max_nose_offset"),
                        ("fit", "jaw_weight"),
                        ("fit", "robust_sigma"), ("fit", "shape_prior"), ("turned_faces", "enabled")}
     assert predictor["detect"]["correction"] == "shape_predictor"

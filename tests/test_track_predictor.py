@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from synshot.head.landmarks import MIRROR
-from synshot.track.landmark_predictor import (BOX_PX, REBUILD, SHIPPED, LandmarkPredictor, augmented_boxes,
-                                              face_crop, load_predictor, mirrored, point_rms, train, training_record,
-                                              unmirror)
+from synshot.track.averaged_reads import augmented_boxes, averaged_read, unmirror
+from synshot.track.landmark_predictor import (BOX_PX, REBUILD, SHIPPED, LandmarkPredictor, face_crop, load_predictor,
+                                              mirrored, point_rms, train, training_record)
 
 
 def test_face_crop_maps_points_both_ways_and_pads_beyond_the_border():
@@ -56,19 +56,25 @@ def test_augmented_boxes_move_the_box_by_the_shift_along_each_axis_and_in_scale(
     np.testing.assert_allclose(centres[5:], np.tile(centres[0], (2, 1)), atol=1e-12)
 
 
-def test_augmented_reads_are_exactly_mirror_symmetric():
+@pytest.mark.parametrize("reader", ["head_model_predictor", "dlib_ibug"])
+def test_averaged_reads_are_exactly_mirror_symmetric(reader):
     """Test-time augmentation reads every box as is and mirrored, over a set of boxes that mirrors into
     itself, so the mirror image's points are the photo's points mirrored; one read is not."""
+    from synshot.faces import landmarks68
+    from synshot.faces.dlib_models import Face
+
+    read = load_predictor()._read if reader == "head_model_predictor" else (
+        lambda image, box: landmarks68(image, Face(box, 1.0)))
     rng = np.random.default_rng(3)
     image = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)
     box = (20.0, 24.0, 70.0, 74.0)
     flipped, flipped_box, _ = mirrored(image, box, np.zeros((68, 2)))
-    predictor = load_predictor()
-    np.testing.assert_allclose(unmirror(predictor.apply(flipped, flipped_box, 0.02), 96),
-                               predictor.apply(image, box, 0.02), atol=1e-6)
-    one = predictor.apply(image, box)
-    assert np.abs(unmirror(predictor.apply(flipped, flipped_box), 96) - one).max() > 0.1
-    assert 0.01 < np.abs(predictor.apply(image, box, 0.02) - one).mean() < 10   # an average near the single read
+    averaged = averaged_read(read, image, box, 0.02)
+    np.testing.assert_allclose(unmirror(averaged_read(read, flipped, flipped_box, 0.02), 96), averaged, atol=1e-6)
+    one = averaged_read(read, image, box, 0.0)
+    np.testing.assert_array_equal(one, read(image, box))
+    assert np.abs(unmirror(read(flipped, flipped_box), 96) - one).max() > 0.1
+    assert 0.01 < np.abs(averaged - one).mean() < 10        # an average near the single read
 
 
 def _blob_samples(n: int, seed: int):

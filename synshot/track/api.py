@@ -392,7 +392,7 @@ def _read_turned_face(head: HeadModel, identity: IdentityParams, it: _Item, cfg:
     face, record = read_turned_face(head, identity, it.rgb, it.focal, it.R, it.t,
                                     load_predictor(cfg.detect.predictor_file), load_box_map(cfg.detect.predictor_file),
                                     cfg.turned_faces, cfg.fit, turned_head=it.record.get("face_side", 0) != 0,
-                                    augment=cfg.detect.predictor_augment)
+                                    tta_shift=cfg.detect.tta_shift)
     it.record["turned_face"] = record
     if face is None:
         log.info("%s: the landmark predictor did not find a turned face (%d of %d starts agree); keeping its "

@@ -20,9 +20,10 @@ class DetectConfig(ConfigBase):
     correction: Literal["kernel_ridge", "shape_predictor"] = "kernel_ridge"
     correction_file: str | None = None        # kernel_ridge: its .npz; default: the one shipped with synshot
     predictor_file: str | None = None         # shape_predictor: its .dat; default: the one shipped with synshot
-    # shape_predictor: test-time augmentation, the points are the mean of 14 reads (the box moved by this
-    # fraction of its size along x, y and in scale, each read also mirrored); 0: one read
-    predictor_augment: float = Field(0.0, ge=0, le=0.1)
+    # shape_predictor: test-time augmentation, its points are the mean of 14 reads (the box moved by this fraction
+    # of its size along x, y and in scale, each read also mirrored); 0: one read. Not for dlib's points: averaged,
+    # they made the default tracker worse (docs/tracking.md, "Averaged reads")
+    tta_shift: float = Field(0.0, ge=0, le=0.1)
     # kernel_ridge only (the shape predictor's points replace dlib's outright, docs/tracking.md):
     max_correction: float = Field(0.08, gt=0)  # a photo's correction is not used beyond this RMS offset (face sizes)
     max_correction_rmse_ratio: float = Field(1.25, gt=0)  # dropped when the fit explains it this much worse than dlib's

@@ -158,7 +158,7 @@ def corrected_landmarks(image: np.ndarray, landmarks: np.ndarray, box, detect) -
     if detect.predictor_replaces_dlib:
         from synshot.track.landmark_predictor import load_predictor
 
-        return load_predictor(detect.predictor_file).apply(image, box, detect.predictor_augment)
+        return load_predictor(detect.predictor_file).apply(image, box, detect.tta_shift)
     return load_correction(detect.correction_file).apply(landmarks, box)
 
 

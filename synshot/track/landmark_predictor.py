@@ -31,6 +31,7 @@ from PIL import Image
 
 from synshot.faces.dlib_models import as_uint8_rgb, shape_points
 from synshot.fsio import atomic_path
+from synshot.track.averaged_reads import averaged_read, mirror_box, unmirror
 from synshot.track.landmark_correction import LandmarkModelError
 
 SHIPPED = Path(__file__).with_name("landmark_predictor.dat")
@@ -79,55 +80,16 @@ def mirrored(image: np.ndarray, box, points: np.ndarray) -> tuple[np.ndarray, tu
     return np.ascontiguousarray(image[:, ::-1]), mirror_box(box, width), unmirror(points, width)
 
 
-def mirror_box(box, width: int) -> tuple[float, float, float, float]:
-    """``box`` (left, top, right, bottom) in the left-right mirror image of a photo ``width`` pixels wide."""
-    left, top, right, bottom = box
-    return (width - right, top, width - left, bottom)
-
-
-def unmirror(points: np.ndarray, width: int) -> np.ndarray:
-    """68 points read in the mirror image, back in the photo (x reflected, left and right points swapped)."""
-    from synshot.head.landmarks import MIRROR
-
-    pts = np.asarray(points, dtype=np.float64)[MIRROR].copy()
-    pts[:, 0] = width - pts[:, 0]
-    return pts
-
-
-def augmented_boxes(box, shift: float) -> list[tuple[float, float, float, float]]:
-    """``box``, then moved by ``shift`` of its size along -x, +x, -y, +y, and scaled by exp(+-``shift``)."""
-    left, top, right, bottom = (float(v) for v in box)
-    w, h = right - left, bottom - top
-    cx, cy = (left + right) / 2, (top + bottom) / 2
-    out = []
-    for dx, dy, ds in ((0, 0, 0), (-shift, 0, 0), (shift, 0, 0), (0, -shift, 0), (0, shift, 0), (0, 0, shift),
-                       (0, 0, -shift)):
-        x, y, s = cx + dx * w, cy + dy * h, math.exp(ds)
-        out.append((x - s * w / 2, y - s * h / 2, x + s * w / 2, y + s * h / 2))
-    return out
-
-
 class LandmarkPredictor:
     """A dlib shape predictor applied through :func:`face_crop`."""
 
     def __init__(self, predictor, path: Path | None = None):
         self.predictor, self.path = predictor, path
 
-    def apply(self, image: np.ndarray, box, augment: float = 0.0) -> np.ndarray:
-        """(68, 2) head-model landmarks of the face in ``box``, photo pixels.
-
-        ``augment`` > 0: test-time augmentation, the mean of 14 reads: the box as given and moved by
-        ``augment`` of its size left, right, up, down, larger and smaller, each read as is and mirrored.
-        Why: the trees' error on one face depends on where the box falls and on which side they see, and
-        part of it averages out (see ``DetectConfig.predictor_augment``)."""
-        if augment <= 0:
-            return self._read(image, box)
-        flipped = np.ascontiguousarray(image[:, ::-1])
-        reads = []
-        for moved in augmented_boxes(box, augment):
-            reads.append(self._read(image, moved))
-            reads.append(unmirror(self._read(flipped, mirror_box(moved, image.shape[1])), image.shape[1]))
-        return np.mean(reads, axis=0)
+    def apply(self, image: np.ndarray, box, tta_shift: float = 0.0) -> np.ndarray:
+        """(68, 2) head-model landmarks of the face in ``box``, photo pixels; with ``tta_shift`` > 0 the mean
+        of 14 reads (``synshot.track.averaged_reads``)."""
+        return averaged_read(self._read, image, box, tta_shift)
 
     def _read(self, image: np.ndarray, box) -> np.ndarray:
         crop = face_crop(image, box)

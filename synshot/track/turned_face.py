@@ -75,12 +75,12 @@ def project_points(points: np.ndarray, R: np.ndarray, t: np.ndarray, focal: floa
 def read_turned_face(head: HeadModel, identity: IdentityParams, image: np.ndarray, focal: float,
                      rotation: np.ndarray, translation: np.ndarray, predictor: LandmarkPredictor,
                      box_map: np.ndarray, cfg: TurnedFaceConfig, fit_cfg: FitConfig, turned_head: bool = True,
-                     augment: float = 0.0) -> tuple[TurnedFace | None, dict[str, Any]]:
+                     tta_shift: float = 0.0) -> tuple[TurnedFace | None, dict[str, Any]]:
     """The landmark pose of the face in ``image`` starting from the silhouette pose (``rotation``,
     ``translation``), or None when the starts do not agree on a turned face that the head model fits
     (see the module docstring); and a record of what each start found. ``turned_head``: the mask shows a
-    turned head, so only poses turned at least ``cfg.min_facing_deg`` count. ``augment``: the last read's
-    test-time augmentation (``LandmarkPredictor.apply``)."""
+    turned head, so only poses turned at least ``cfg.min_facing_deg`` count. ``tta_shift``: the last read's
+    test-time augmentation (``synshot.track.averaged_reads``)."""
     height, width = image.shape[:2]
     neutral = np.zeros((1, len(head.expression_names)))
     landmarks3d = neutral_landmarks(head, identity)
@@ -90,7 +90,7 @@ def read_turned_face(head: HeadModel, identity: IdentityParams, image: np.ndarra
         box = box_from_points(points, box_map)
         for _ in range(cfg.box_iterations):
             box = box_from_points(predictor.apply(image, box), box_map)
-        points = predictor.apply(image, box, augment)
+        points = predictor.apply(image, box, tta_shift)
         obs = PhotoObservation("turned", width, height, points, box_face_size(box), focal)
         fit = fit_landmarks(head, [obs], fit_cfg, False, known=(identity, neutral))
         starts.append(TurnedFace(points, box, fit.rotations[0], fit.translations[0], fit.model_landmarks[0],
