@@ -296,8 +296,8 @@ def test_shipped_track_configs():
     changed = {(section, key) for section, values in predictor.items() if isinstance(values, dict)
                for key, value in values.items() if default.model_dump()[section][key] != value}
     assert changed == {("detect", "correction"), ("detect", "tta_shift"), ("profile_check", "max_nose_offset"),
-                       ("fit", "jaw_weight"),
-                       ("fit", "robust_sigma"), ("fit", "shape_prior"), ("turned_faces", "enabled")}
+                       ("fit", "jaw_weight"), ("fit", "robust_sigma"), ("fit", "shape_prior"),
+                       ("turned_faces", "enabled")}
     assert predictor["detect"]["correction"] == "shape_predictor"
     with pytest.raises(ValueError, match="turned_faces.enabled=true needs detect.correction=shape_predictor"):
         load_config(TrackConfig, None, ["turned_faces.enabled=true"])

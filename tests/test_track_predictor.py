@@ -63,7 +63,7 @@ def test_averaged_reads_are_exactly_mirror_symmetric(reader):
     from synshot.faces import landmarks68
     from synshot.faces.dlib_models import Face
 
-    read = load_predictor()._read if reader == "head_model_predictor" else (
+    read = load_predictor().read_once if reader == "head_model_predictor" else (
         lambda image, box: landmarks68(image, Face(box, 1.0)))
     rng = np.random.default_rng(3)
     image = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)

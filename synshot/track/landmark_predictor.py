@@ -89,9 +89,10 @@ class LandmarkPredictor:
     def apply(self, image: np.ndarray, box, tta_shift: float = 0.0) -> np.ndarray:
         """(68, 2) head-model landmarks of the face in ``box``, photo pixels; with ``tta_shift`` > 0 the mean
         of 14 reads (``synshot.track.averaged_reads``)."""
-        return averaged_read(self._read, image, box, tta_shift)
+        return averaged_read(self.read_once, image, box, tta_shift)
 
-    def _read(self, image: np.ndarray, box) -> np.ndarray:
+    def read_once(self, image: np.ndarray, box) -> np.ndarray:
+        """(68, 2) points of one read in ``box``."""
         crop = face_crop(image, box)
         return crop.to_photo(shape_points(self.predictor, crop.image, crop.box))
 
